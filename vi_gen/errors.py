@@ -1,0 +1,25 @@
+"""Errors that mean "the user must change something", with what to change.
+
+`main` prints these as one clear message instead of a traceback; anything
+else is a bug and keeps its traceback.
+"""
+
+
+class VIGenError(Exception):
+  """Base class: a problem with the user's input, not with the code."""
+
+
+class ConfigError(VIGenError, ValueError):
+  """A config value is invalid or inconsistent."""
+
+
+class DataError(VIGenError):
+  """A dataset is missing or unreadable."""
+
+
+class CheckpointError(VIGenError):
+  """The workdir holds checkpoints that this run cannot use."""
+
+
+class DivergenceError(VIGenError, FloatingPointError):
+  """A loss, gradient or parameter became NaN or inf."""

@@ -1,0 +1,100 @@
+r"""Command-line entry point; the work happens in `vi_gen.train`.
+
+  python -m vi_gen.main --config=configs/gan.py:mnist [--workdir=runs/x]
+  python -m vi_gen.main --config=configs/gan.py:mnist --mode=sample \
+      --num_samples=1000 --output=samples.npy
+
+Without --workdir the run goes to runs/<model>[_<preset>]. Running the same
+command again resumes from the latest checkpoint there. Set
+VI_GEN_DISTRIBUTED=1 (or --distributed) on every host of a multi-host job.
+"""
+
+import logging as pylogging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vi_gen import errors
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Config file, optionally with :preset.', lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  'workdir', None, 'Run directory (default: runs/<model>[_<preset>]).'
+)
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample'], 'What to do.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1000, '--mode=sample: N.')
+_OUTPUT = flags.DEFINE_string(
+  'output', None, '--mode=sample: output .npy file.'
+)
+_SAMPLE_SEED = flags.DEFINE_integer('sample_seed', 0, '--mode=sample: seed.')
+_DISTRIBUTED = flags.DEFINE_bool(
+  'distributed',
+  bool(os.environ.get('VI_GEN_DISTRIBUTED')),
+  'Call jax.distributed.initialize() (multi-host runs).',
+)
+flags.mark_flags_as_required(['config'])
+
+
+class _QuietOrbax(pylogging.Filter):
+  """Drops Orbax's per-save INFO lines, which bury the training log."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return (
+      record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
+    )
+
+
+def _run(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  # Hide GPUs from TensorFlow (used for tf.data and summaries only), or it
+  # may reserve memory that JAX needs.
+  import tensorflow as tf
+
+  tf.config.set_visible_devices([], 'GPU')
+  import jax
+  import numpy as np
+
+  from vi_gen import train
+
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  logging.info(
+    'JAX process %d/%d, local devices: %s',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_devices(),
+  )
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or train.default_workdir(config)
+  if _MODE.value == 'train':
+    logging.info('Training %s in %s', config.model, workdir)
+    train.train_and_evaluate(config, workdir)
+    return
+  if not _OUTPUT.value:
+    raise app.UsageError('--mode=sample needs --output=FILE.npy')
+  samples = train.sample(
+    config, workdir, _NUM_SAMPLES.value, _SAMPLE_SEED.value
+  )
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+    np.save(_OUTPUT.value, samples)
+    print(f'Wrote {samples.shape} float32 samples to {_OUTPUT.value}')
+
+
+def main(argv) -> None:
+  try:
+    _run(argv)
+  except errors.VIGenError as e:
+    # The user's input needs changing: say what, without a traceback.
+    sys.exit(f'vi_gen: error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,24 @@
+"""One module per model. Each defines a class with the same small interface:
+
+  method = Method(config, example_shape)   # networks, optimizers, checks
+  method.batches_per_iteration             # real batches one iteration uses
+  method.init(key) -> TrainState
+  method.iteration(state, batch, key) -> (state, metrics)   # pure, jit-able
+  method.latents(key, num) -> z
+  method.generate(state, z) -> samples
+
+The training loop only talks to this interface.
+"""
+
+from vi_gen import errors
+from vi_gen.methods.gan import GAN
+
+METHODS = {'gan': GAN}
+
+
+def get(name: str) -> type:
+  if name not in METHODS:
+    raise errors.ConfigError(
+      f'Unknown model {name!r}; known: {sorted(METHODS)}.'
+    )
+  return METHODS[name]

@@ -1,0 +1,269 @@
+"""GAN and the paper's regularized GAN (VGAN): eqs. (16), (20) and (26).
+
+One iteration is `d_steps` D steps (eq. 16, each on its own real batch and
+fresh z), then a snapshot of the generator, then `g_steps` G steps on one
+fresh z (eq. 26), as in the reference code (paper.md §3.3, §4.6). The
+regularizer pulls G(z) towards G^o(z), the old generator on the same z:
+
+* `old_generator='phase'` (the paper's meaning): G^o is the generator at the
+  start of this G phase, the one D was just trained against. On the first G
+  step G == G^o, so the term only acts from the second step on.
+* `old_generator='lagged'`: G^o is the snapshot of the previous iteration,
+  one iteration behind, which acts even with a single G step.
+
+`reg_weight=0` gives the standard GAN of eq. (20).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vi_gen import errors, losses, networks
+from vi_gen.state import TrainState, copy_tree, ema_update
+
+OLD_GENERATOR_MODES = ('phase', 'lagged')
+
+
+def check_config(config) -> None:
+  """GAN-specific config rules; raises errors.ConfigError."""
+  if config.d_steps < 1 or config.g_steps < 1:
+    raise errors.ConfigError(
+      f'd_steps and g_steps must be >= 1, got {config.d_steps} and'
+      f' {config.g_steps}.'
+    )
+  if config.old_generator not in OLD_GENERATOR_MODES:
+    raise errors.ConfigError(
+      f'old_generator must be one of {OLD_GENERATOR_MODES}, got'
+      f' {config.old_generator!r}.'
+    )
+  if config.reg_weight < 0:
+    raise errors.ConfigError(
+      f'reg_weight must be >= 0, got {config.reg_weight}.'
+    )
+  if (
+    config.old_generator == 'phase'
+    and config.g_steps == 1
+    and config.reg_weight
+  ):
+    raise errors.ConfigError(
+      "old_generator='phase' with g_steps=1 makes the regularizer and its"
+      ' gradient exactly zero: the snapshot is taken at the start of the G'
+      ' phase, so G == G^o on its only step. Use g_steps >= 2 (the'
+      " reference uses 2), old_generator='lagged', or reg_weight=0."
+    )
+
+
+def adam(optim_config) -> optax.GradientTransformation:
+  """Adam with the reference's defaults (lr 2e-4, b1 0.5)."""
+  return optax.adam(
+    optim_config.lr,
+    b1=optim_config.b1,
+    b2=optim_config.b2,
+    eps=optim_config.eps,
+  )
+
+
+def _apply(module, params, batch_stats, inputs, train: bool):
+  """Runs a network; returns (outputs, updated BatchNorm statistics)."""
+  variables = {'params': params, 'batch_stats': batch_stats}
+  if not train or not batch_stats:
+    return module.apply(variables, inputs, train=train), batch_stats
+  outputs, updates = module.apply(
+    variables, inputs, train=True, mutable=['batch_stats']
+  )
+  return outputs, updates['batch_stats']
+
+
+class GAN:
+  """The GAN method: networks, optimizers and one jit-able iteration."""
+
+  networks = ('generator', 'discriminator')
+  check_config = staticmethod(check_config)
+
+  def __init__(self, config, example_shape: tuple[int, ...]):
+    check_config(config)
+    self.config = config
+    self.example_shape = tuple(example_shape)
+    self.generator, self.discriminator = networks.build_gan(
+      config.network, example_shape
+    )
+    self.txs = {name: adam(config.optim) for name in self.networks}
+    self.batches_per_iteration = config.d_steps
+
+  def latents(self, key: jax.Array, num: int) -> jax.Array:
+    return jax.random.normal(key, (num, self.config.latent_dim))
+
+  def init(self, key: jax.Array) -> TrainState:
+    g_key, d_key = jax.random.split(key)
+    g_vars = self.generator.init(g_key, self.latents(g_key, 2), train=False)
+    d_vars = self.discriminator.init(
+      d_key, jnp.zeros((2, *self.example_shape)), train=False
+    )
+    params = {'generator': g_vars['params'], 'discriminator': d_vars['params']}
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats={
+        'generator': g_vars.get('batch_stats', {}),
+        'discriminator': d_vars.get('batch_stats', {}),
+      },
+      opt_states={n: self.txs[n].init(params[n]) for n in self.networks},
+      old_params={'generator': copy_tree(params['generator'])},
+      ema_params=(
+        {'generator': copy_tree(params['generator'])}
+        if self.config.ema_decay
+        else {}
+      ),
+    )
+
+  def _d_step(self, g_params, g_stats, carry, inputs):
+    """One D step of eq. (16) on a real batch and G(z) for fresh z."""
+    d_params, d_opt, d_stats = carry
+    real, key = inputs
+    # G's statistics are updated by G's own steps only.
+    fake, _ = _apply(
+      self.generator, g_params, g_stats, self.latents(key, real.shape[0]), True
+    )
+    fake = jax.lax.stop_gradient(fake)
+
+    def loss_fn(params):
+      # D sees the real and the fake batch separately, as in the reference,
+      # so each gets its own BatchNorm statistics.
+      real_logits, stats = _apply(
+        self.discriminator, params, d_stats, real, train=True
+      )
+      fake_logits, stats = _apply(
+        self.discriminator, params, stats, fake, train=True
+      )
+      loss = losses.discriminator_loss(real_logits, fake_logits)
+      return loss, (stats, real_logits, fake_logits)
+
+    (loss, (d_stats, real_logits, fake_logits)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True
+    )(d_params)
+    updates, d_opt = self.txs['discriminator'].update(grads, d_opt, d_params)
+    d_params = optax.apply_updates(d_params, updates)
+    metrics = {
+      'd_loss': loss,
+      'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
+      'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
+      'd_grad_norm': optax.global_norm(grads),
+    }
+    return (d_params, d_opt, d_stats), metrics
+
+  def _g_step(self, d_params, d_stats, z, old_fake, carry, _):
+    """One G step of eq. (26) (eq. 20 when reg_weight is 0)."""
+    g_params, g_opt, g_stats = carry
+    weight = self.config.reg_weight
+
+    def loss_fn(params):
+      fake, stats = _apply(self.generator, params, g_stats, z, train=True)
+      # D's statistics are not updated by G's steps.
+      logits, _ = _apply(
+        self.discriminator, d_params, d_stats, fake, train=True
+      )
+      adversarial = losses.generator_loss(logits)
+      if weight:
+        regularizer = losses.generator_regularizer(fake, old_fake)
+      else:
+        regularizer = jnp.zeros(())
+      return adversarial + weight * regularizer, (
+        stats,
+        adversarial,
+        regularizer,
+      )
+
+    (loss, (g_stats, adversarial, regularizer)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True
+    )(g_params)
+    updates, g_opt = self.txs['generator'].update(grads, g_opt, g_params)
+    g_params = optax.apply_updates(g_params, updates)
+    metrics = {
+      'g_loss': loss,
+      'g_adversarial': adversarial,
+      'g_regularizer': regularizer,
+      'g_grad_norm': optax.global_norm(grads),
+    }
+    return (g_params, g_opt, g_stats), metrics
+
+  def iteration(
+    self, state: TrainState, batch: jax.Array, key: jax.Array
+  ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """d_steps D steps, the old-generator snapshot, g_steps G steps.
+
+    Args:
+      state: the train state.
+      batch: real data, [d_steps, batch_size, *example_shape].
+      key: this iteration's key (derived from the seed and the step).
+
+    Returns:
+      The new state and scalar metrics, each averaged over its phase.
+    """
+    keys = jax.random.split(key, self.config.d_steps + 1)
+    d_keys, g_key = keys[:-1], keys[-1]
+    d_step = functools.partial(
+      self._d_step, state.params['generator'], state.batch_stats['generator']
+    )
+    carry = (
+      state.params['discriminator'],
+      state.opt_states['discriminator'],
+      state.batch_stats['discriminator'],
+    )
+    (d_params, d_opt, d_stats), d_metrics = jax.lax.scan(
+      d_step, carry, (batch, d_keys)
+    )
+
+    snapshot = state.params['generator']
+    z = self.latents(g_key, batch.shape[1])
+    old_fake = None
+    if self.config.reg_weight:
+      target = snapshot
+      if self.config.old_generator == 'lagged':
+        target = state.old_params['generator']
+      old_fake, _ = _apply(
+        self.generator, target, state.batch_stats['generator'], z, train=True
+      )
+      old_fake = jax.lax.stop_gradient(old_fake)
+
+    g_step = functools.partial(self._g_step, d_params, d_stats, z, old_fake)
+    carry = (
+      snapshot,
+      state.opt_states['generator'],
+      state.batch_stats['generator'],
+    )
+    (g_params, g_opt, g_stats), g_metrics = jax.lax.scan(
+      g_step, carry, None, length=self.config.g_steps
+    )
+
+    ema_params = state.ema_params
+    if self.config.ema_decay:
+      ema_params = {
+        'generator': ema_update(
+          ema_params['generator'], g_params, self.config.ema_decay
+        )
+      }
+    new_state = state.replace(
+      step=state.step + 1,
+      params={'generator': g_params, 'discriminator': d_params},
+      batch_stats={'generator': g_stats, 'discriminator': d_stats},
+      opt_states={'generator': g_opt, 'discriminator': d_opt},
+      old_params={'generator': snapshot},
+      ema_params=ema_params,
+    )
+    # Averaged over the phase's steps (in 'phase' mode the regularizer of the
+    # first G step is zero by construction).
+    metrics = {k: jnp.mean(v) for k, v in {**d_metrics, **g_metrics}.items()}
+    metrics['g_param_norm'] = optax.global_norm(g_params)
+    metrics['d_param_norm'] = optax.global_norm(d_params)
+    return new_state, metrics
+
+  def generate(self, state: TrainState, z: jax.Array) -> jax.Array:
+    """Samples G(z) for inference: the EMA generator when enabled, BatchNorm
+    with running statistics."""
+    params = state.ema_params.get('generator', state.params['generator'])
+    samples, _ = _apply(
+      self.generator, params, state.batch_stats['generator'], z, train=False
+    )
+    return samples

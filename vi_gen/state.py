@@ -1,0 +1,48 @@
+"""The train state: one pytree holding everything that changes in training.
+
+Resuming from it continues a run exactly, so it holds the old generator (the
+regularizer's G^o) and the EMA too. PRNG keys are not stored: they are
+derived from `config.seed` and the step.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+PyTree = Any
+
+
+class TrainState(struct.PyTreeNode):
+  """Params and BatchNorm statistics per network, optimizer state per player.
+
+  Attributes:
+    step: number of completed iterations.
+    params: network name -> params.
+    batch_stats: network name -> BatchNorm running statistics (may be empty).
+    opt_states: player name -> optax state.
+    old_params: network name -> frozen params of the old network (for the
+      GAN, the generator at the start of the latest G phase).
+    ema_params: network name -> exponential moving average (empty if off).
+  """
+
+  step: jax.Array
+  params: dict[str, PyTree]
+  batch_stats: dict[str, PyTree]
+  opt_states: dict[str, PyTree]
+  old_params: dict[str, PyTree] = struct.field(default_factory=dict)
+  ema_params: dict[str, PyTree] = struct.field(default_factory=dict)
+
+
+def copy_tree(tree: PyTree) -> PyTree:
+  """A copy with fresh buffers.
+
+  Aliasing old or EMA params with the live ones in a donated state makes XLA
+  donate one buffer twice, which crashes.
+  """
+  return jax.tree.map(jnp.copy, tree)
+
+
+def ema_update(ema: PyTree, params: PyTree, decay: float) -> PyTree:
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
