@@ -149,7 +149,7 @@ class GAN:
       'd_loss': loss,
       'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
       'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
-      'd_grad_norm': optax.global_norm(grads),
+      'd_grad_norm': optax.tree.norm(grads),
     }
     return (d_params, d_opt, d_stats), metrics
 
@@ -184,7 +184,7 @@ class GAN:
       'g_loss': loss,
       'g_adversarial': adversarial,
       'g_regularizer': regularizer,
-      'g_grad_norm': optax.global_norm(grads),
+      'g_grad_norm': optax.tree.norm(grads),
     }
     return (g_params, g_opt, g_stats), metrics
 
@@ -255,8 +255,8 @@ class GAN:
     # Averaged over the phase's steps (in 'phase' mode the regularizer of the
     # first G step is zero by construction).
     metrics = {k: jnp.mean(v) for k, v in {**d_metrics, **g_metrics}.items()}
-    metrics['g_param_norm'] = optax.global_norm(g_params)
-    metrics['d_param_norm'] = optax.global_norm(d_params)
+    metrics['g_param_norm'] = optax.tree.norm(g_params)
+    metrics['d_param_norm'] = optax.tree.norm(d_params)
     return new_state, metrics
 
   def generate(self, state: TrainState, z: jax.Array) -> jax.Array:

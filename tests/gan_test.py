@@ -1,0 +1,170 @@
+"""The GAN iteration: finite for every preset's shapes, the right old generator."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import gan as gan_config
+from vi_gen import errors, losses
+from vi_gen.methods.gan import GAN
+
+
+def tiny_config(**overrides):
+  config = gan_config.get_config('test')
+  config.num_grid_samples = 4
+  for name, value in overrides.items():
+    config[name] = value
+  return config
+
+
+def make(config, shape):
+  gan = GAN(config, shape)
+  return gan, gan.init(jax.random.key(0))
+
+
+def real_batch(gan, config, shape, seed=1):
+  rng = np.random.default_rng(seed)
+  batch = rng.uniform(
+    -1, 1, (gan.batches_per_iteration, config.batch_size, *shape)
+  )
+  return jnp.asarray(batch, jnp.float32)
+
+
+def finite(tree) -> bool:
+  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize(
+  'shape,g_widths,d_widths',
+  [
+    ((28, 28, 1), (16, 8), (8, 16)),  # the mnist preset's layout
+    ((64, 64, 3), (16, 8, 8, 4), (4, 8, 8, 16)),  # celeba's, narrower
+    ((2,), (16, 16), (16, 16)),  # toy
+  ],
+)
+def test_one_iteration_per_preset_shape_is_finite(shape, g_widths, d_widths):
+  config = tiny_config(d_steps=2, ema_decay=0.9)
+  config.network.g_widths, config.network.d_widths = g_widths, d_widths
+  gan, state = make(config, shape)
+  new_state, metrics = jax.jit(gan.iteration)(
+    state, real_batch(gan, config, shape), jax.random.key(3)
+  )
+  assert int(new_state.step) == 1
+  assert finite(new_state) and finite(metrics)
+  assert gan.generate(new_state, gan.latents(jax.random.key(0), 3)).shape == (
+    3,
+    *shape,
+  )
+  # Both players moved.
+  for name in ('generator', 'discriminator'):
+    before = jax.tree.leaves(state.params[name])
+    after = jax.tree.leaves(new_state.params[name])
+    assert any(
+      not np.array_equal(a, b) for a, b in zip(before, after, strict=True)
+    )
+
+
+def leaves_equal(a, b) -> bool:
+  return all(
+    np.array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
+
+
+@pytest.mark.parametrize('mode', ['phase', 'lagged'])
+def test_old_generator_is_the_snapshot_at_the_start_of_the_g_phase(mode):
+  """After an iteration, old_params holds G as it was when its phase began.
+
+  D steps do not change G, so that is G before the iteration, in both modes.
+  """
+  config = tiny_config(old_generator=mode)
+  shape = (28, 28, 1)
+  gan, state = make(config, shape)
+  step = jax.jit(gan.iteration)
+  state1, _ = step(state, real_batch(gan, config, shape, 1), jax.random.key(1))
+  assert leaves_equal(state1.old_params['generator'], state.params['generator'])
+  state2, _ = step(state1, real_batch(gan, config, shape, 2), jax.random.key(2))
+  assert leaves_equal(
+    state2.old_params['generator'], state1.params['generator']
+  )
+  assert not leaves_equal(
+    state2.params['generator'], state1.params['generator']
+  )
+
+
+def regularizer_per_g_step(mode, g_steps):
+  """The regularizer of each G step in one iteration, recomputed by hand."""
+  config = tiny_config(old_generator=mode, g_steps=g_steps)
+  shape = (28, 28, 1)
+  gan, state = make(config, shape)
+  step = jax.jit(gan.iteration)
+  state, _ = step(state, real_batch(gan, config, shape, 1), jax.random.key(1))
+  new_state, metrics = step(
+    state, real_batch(gan, config, shape, 2), jax.random.key(2)
+  )
+  return gan, state, new_state, metrics
+
+
+def test_phase_regularizer_is_zero_on_the_first_g_step_only():
+  gan, state, _, metrics = regularizer_per_g_step('phase', g_steps=2)
+  # Averaged over 2 steps: step 1 is zero (G == G^o), step 2 is not.
+  assert float(metrics['g_regularizer']) > 0
+  z = jax.random.normal(jax.random.key(0), (8, gan.config.latent_dim))
+  params, stats = state.params['generator'], state.batch_stats['generator']
+  fake = gan.generator.apply(
+    {'params': params, 'batch_stats': stats}, z, mutable=['batch_stats']
+  )[0]
+  grad = jax.grad(lambda f: losses.generator_regularizer(f, fake))(fake)
+  assert float(losses.generator_regularizer(fake, fake)) == 0.0
+  assert not np.any(np.asarray(grad))
+
+
+def test_lagged_regularizer_acts_with_one_g_step():
+  _, _, _, metrics = regularizer_per_g_step('lagged', g_steps=1)
+  assert float(metrics['g_regularizer']) > 0
+
+
+def test_zero_weight_is_the_standard_gan():
+  config = tiny_config(reg_weight=0.0)
+  gan, state = make(config, (28, 28, 1))
+  _, metrics = jax.jit(gan.iteration)(
+    state, real_batch(gan, config, (28, 28, 1)), jax.random.key(0)
+  )
+  assert float(metrics['g_regularizer']) == 0.0
+  np.testing.assert_allclose(metrics['g_loss'], metrics['g_adversarial'])
+
+
+def test_init_does_not_alias_old_and_live_params():
+  """Donating a state whose old params alias the live ones crashes XLA."""
+  config = tiny_config(ema_decay=0.5)
+  gan, state = make(config, (28, 28, 1))
+  live = {x.unsafe_buffer_pointer() for x in jax.tree.leaves(state.params)}
+  copies = jax.tree.leaves((state.old_params, state.ema_params))
+  assert not live & {x.unsafe_buffer_pointer() for x in copies}
+  step = jax.jit(gan.iteration, donate_argnums=0)
+  state, _ = step(
+    state, real_batch(gan, config, (28, 28, 1)), jax.random.key(0)
+  )
+  assert finite(state)
+
+
+@pytest.mark.parametrize(
+  'overrides,message',
+  [
+    (dict(old_generator='phase', g_steps=1), 'exactly zero'),
+    (dict(old_generator='newest'), 'old_generator must be one of'),
+    (dict(g_steps=0), 'g_steps must be >= 1'),
+    (dict(d_steps=0), 'd_steps and g_steps must be >= 1'),
+    (dict(reg_weight=-1.0), 'reg_weight must be >= 0'),
+  ],
+)
+def test_invalid_gan_configs_are_rejected(overrides, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    GAN(tiny_config(**overrides), (28, 28, 1))
+
+
+def test_phase_with_one_g_step_is_fine_without_the_regularizer():
+  GAN(
+    tiny_config(old_generator='phase', g_steps=1, reg_weight=0.0), (28, 28, 1)
+  )
