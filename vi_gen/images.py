@@ -55,3 +55,11 @@ def save_png(path: str, image: np.ndarray) -> None:
   if image.shape[-1] == 1:
     image = image[..., 0]
   Image.fromarray(image).save(path)
+
+
+def picture(samples: np.ndarray, reference: np.ndarray) -> np.ndarray:
+  """Images as a grid; 2-D points as a scatter plot over `reference` points."""
+  if samples.ndim == 4:
+    return image_grid(samples)
+  extent = 1.25 * float(np.max(np.abs(reference)))
+  return scatter_plot(samples, reference, extent)

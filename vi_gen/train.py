@@ -110,20 +110,14 @@ def _summarize(pending: list[dict], first: int, last: int) -> dict[str, float]:
   return summary
 
 
-def _sample_picture(samples: np.ndarray, reference: np.ndarray) -> np.ndarray:
-  if samples.ndim == 4:
-    return images.image_grid(samples)
-  extent = 1.25 * float(np.max(np.abs(reference)))
-  return images.scatter_plot(samples, reference, extent)
-
-
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str
 ) -> TrainState:
   """Trains `config.model` until `config.num_steps`, resuming from `workdir`.
 
   Writes to `workdir`: checkpoints/ (Orbax), TensorBoard events, and
-  samples/step_<N>.png from a fixed latent batch.
+  <picture>/step_<N>.png for each of the method's pictures (for the GAN,
+  samples/ from a fixed latent batch).
 
   Raises:
     errors.VIGenError: bad config, missing data, unusable checkpoint (all
@@ -160,8 +154,7 @@ def train_and_evaluate(
     donate_argnums=0,
     out_shardings=(setup.replicated, setup.replicated),
   )
-  generate = jax.jit(method.generate)
-  grid_latents = method.latents(setup.grid_key, config.num_grid_samples)
+  # Pictures always show the same latents and the same real examples.
   reference = next(dataset.host_batches(0))
 
   pending, first_pending = [], step + 1
@@ -197,12 +190,12 @@ def train_and_evaluate(
               time.strftime('%H:%M:%S', time.gmtime(math.ceil(eta))),
             )
         if (step % config.sample_every_steps == 0 or last) and is_main:
-          samples = np.asarray(jax.device_get(generate(state, grid_latents)))
-          picture = _sample_picture(samples, reference)
-          images.save_png(
-            os.path.join(workdir, 'samples', f'step_{step:07d}.png'), picture
-          )
-          writer.write_images(step, {'samples': picture[None]})
+          pictures = method.pictures(state, setup.grid_key, reference)
+          for name, picture in pictures.items():
+            images.save_png(
+              os.path.join(workdir, name, f'step_{step:07d}.png'), picture
+            )
+          writer.write_images(step, {k: v[None] for k, v in pictures.items()})
         if save:
           checkpoint.save(manager, state, config)
   finally:

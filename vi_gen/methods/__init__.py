@@ -6,6 +6,8 @@
   method.iteration(state, batch, key) -> (state, metrics)   # pure, jit-able
   method.latents(key, num) -> z
   method.generate(state, z) -> samples
+  method.pictures(state, key, reference) -> {name: uint8 [H, W, C]}
+  Method.check_config(config)              # static; raises ConfigError
 
 The training loop only talks to this interface.
 """

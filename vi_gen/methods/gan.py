@@ -18,9 +18,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from vi_gen import errors, losses, networks
+from vi_gen import errors, images, losses, networks
 from vi_gen.state import TrainState, copy_tree, ema_update
 
 OLD_GENERATOR_MODES = ('phase', 'lagged')
@@ -91,6 +92,7 @@ class GAN:
     )
     self.txs = {name: adam(config.optim) for name in self.networks}
     self.batches_per_iteration = config.d_steps
+    self._generate = jax.jit(self.generate)
 
   def latents(self, key: jax.Array, num: int) -> jax.Array:
     return jax.random.normal(key, (num, self.config.latent_dim))
@@ -258,6 +260,14 @@ class GAN:
     metrics['g_param_norm'] = optax.tree.norm(g_params)
     metrics['d_param_norm'] = optax.tree.norm(d_params)
     return new_state, metrics
+
+  def pictures(
+    self, state: TrainState, key: jax.Array, reference: np.ndarray
+  ) -> dict[str, np.ndarray]:
+    """Samples from fixed latents: an image grid, or 2-D points over data."""
+    z = self.latents(key, self.config.num_grid_samples)
+    samples = np.asarray(jax.device_get(self._generate(state, z)))
+    return {'samples': images.picture(samples, reference)}
 
   def generate(self, state: TrainState, z: jax.Array) -> jax.Array:
     """Samples G(z) for inference: the EMA generator when enabled, BatchNorm
