@@ -46,8 +46,13 @@ def create_manager(
   options = ocp.CheckpointManagerOptions(
     max_to_keep=keep, create=create, read_only=not create
   )
+  # Handlers, not just names: reading the state's metadata needs them.
+  handlers = {
+    'state': ocp.StandardCheckpointHandler(),
+    'meta': ocp.JsonCheckpointHandler(),
+  }
   return ocp.CheckpointManager(
-    checkpoint_dir(workdir), item_names=('state', 'meta'), options=options
+    checkpoint_dir(workdir), item_handlers=handlers, options=options
   )
 
 
@@ -79,6 +84,27 @@ def config_differences(
     f'{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}'
     for k in sorted(old.keys() | new.keys())
     if k not in RUN_CONTROL_FIELDS and old.get(k) != new.get(k)
+  ]
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  def name(path) -> str:
+    parts = (
+      getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path
+    )
+    return '.'.join(str(p) for p in parts)
+
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {name(path): (tuple(x.shape), str(x.dtype)) for path, x in flat}
+
+
+def shape_differences(stored, expected) -> list[str]:
+  """Arrays whose presence, shape or dtype differ, e.g. after a code change."""
+  old, new = _shapes(stored), _shapes(expected)
+  return [
+    f'{k}: checkpoint {old.get(k)}, now {new.get(k)}'
+    for k in sorted(old.keys() | new.keys())
+    if old.get(k) != new.get(k)
   ]
 
 
@@ -138,15 +164,26 @@ def restore_latest(
       ' same config to resume).'
     )
   try:
-    restored = manager.restore(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
-    )
+    stored = manager.item_metadata(step)['state']
+    mismatched = shape_differences(stored, abstract_state)
+    if not mismatched:
+      restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
+      )
   except Exception as e:
     raise errors.CheckpointError(
       f'Cannot restore the train state from {where}: {e}\nIt was left'
       ' untouched; use another --workdir.'
     ) from e
+  if mismatched:
+    raise errors.CheckpointError(
+      f'Cannot restore the train state from {where}: its arrays do not match'
+      ' the networks this config builds:\n  '
+      + '\n  '.join(mismatched[:10])
+      + f'\n({len(mismatched)} in all.) It was left untouched; use another'
+      ' --workdir.'
+    )
   return restored.state
 
 

@@ -4,7 +4,7 @@ import math
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def image_grid(
@@ -63,3 +63,85 @@ def picture(samples: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return image_grid(samples)
   extent = 1.25 * float(np.max(np.abs(reference)))
   return scatter_plot(samples, reference, extent)
+
+
+def line_plot(
+  xs: np.ndarray,
+  ys: np.ndarray,
+  title: str = '',
+  size: tuple[int, int] = (240, 360),
+) -> np.ndarray:
+  """A curve with its ranges labelled, as uint8 [height, width, 3].
+
+  A picture, not only a TensorBoard scalar, so that it lands in the workdir
+  as a PNG next to the other pictures. Non-finite points are skipped; the
+  y range is padded so that a flat curve stays visible.
+  """
+  height, width = size
+  left, right, top, bottom = 64, 12, 22, 22
+  xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+  keep = np.isfinite(xs) & np.isfinite(ys)
+  xs, ys = xs[keep], ys[keep]
+  image = Image.new('RGB', (width, height), (255, 255, 255))
+  draw = ImageDraw.Draw(image)
+  font = ImageFont.load_default(12)  # Built in: no font file needed.
+  black, blue = (0, 0, 0), (30, 80, 200)
+  draw.rectangle(
+    (left, top, width - right, height - bottom), outline=(170, 170, 170)
+  )
+  draw.text((left, 4), title, fill=black, font=font)
+  if xs.size:
+    x_lo, x_hi = xs.min(), max(xs.max(), xs.min() + 1.0)
+    pad = 0.05 * max(ys.max() - ys.min(), 1e-6 * max(1.0, abs(ys.max())))
+    y_lo, y_hi = ys.min() - pad, ys.max() + pad
+    cols = left + (xs - x_lo) / (x_hi - x_lo) * (width - right - left)
+    rows = (
+      height - bottom - (ys - y_lo) / (y_hi - y_lo) * (height - bottom - top)
+    )
+    points = list(zip(cols.tolist(), rows.tolist(), strict=True))
+    if len(points) > 1:
+      draw.line(points, fill=blue, width=2)
+    col, row = points[-1]
+    draw.ellipse((col - 2, row - 2, col + 2, row + 2), fill=blue)
+    y_max, y_min = f'{ys.max():.5g}', f'{ys.min():.5g}'
+    x_max = f'{xs.max():g}'
+    labels = (
+      (left - 4 - draw.textlength(y_max, font), rows.min() - 6, y_max),
+      (left - 4 - draw.textlength(y_min, font), rows.max() - 6, y_min),
+      (left, height - bottom + 4, f'{xs.min():g}'),
+      (cols.max() - draw.textlength(x_max, font), height - bottom + 4, x_max),
+    )
+    for col, row, text in labels:
+      draw.text((col, row), text, fill=black, font=font)
+  return np.asarray(image)
+
+
+def ellipse_plot(
+  means: np.ndarray,
+  covariances: np.ndarray,
+  reference: np.ndarray,
+  extent: float,
+  sigmas: float = 2.0,
+  size: int = 256,
+) -> np.ndarray:
+  """2-D Gaussians as `sigmas`-sigma ellipses over reference points.
+
+  Grey: the data; red: the means; blue: the ellipses, from the eigen-
+  decomposition of each full [K, 2, 2] covariance. Same square as
+  `scatter_plot`: [-extent, extent]^2, y up.
+  """
+  image = Image.fromarray(scatter_plot(means, reference, extent, size))
+  draw = ImageDraw.Draw(image)
+  angles = np.linspace(0.0, 2.0 * np.pi, 65)
+  circle = np.stack([np.cos(angles), np.sin(angles)])  # [2, 65]
+  for mean, cov in zip(means, covariances, strict=True):
+    eigvals, eigvecs = np.linalg.eigh(np.asarray(cov, np.float64))
+    axes = eigvecs * np.sqrt(np.maximum(eigvals, 0.0))
+    xy = np.asarray(mean)[:, None] + sigmas * axes @ circle
+    pixels = (xy / extent + 1.0) * 0.5 * (size - 1)
+    if np.all(np.isfinite(pixels)):
+      points = list(
+        zip(pixels[0].tolist(), (size - 1 - pixels[1]).tolist(), strict=True)
+      )
+      draw.line(points, fill=(30, 80, 200), width=1)
+  return np.asarray(image)

@@ -88,6 +88,26 @@ def _run(argv) -> None:
     print(f'Wrote {samples.shape} float32 samples to {_OUTPUT.value}')
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with config errors as one line instead of a trace.
+
+  ml_collections raises AttributeError for an unknown --config.key and
+  ValueError for an unknown preset, both while the flags are parsed.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    # A failing get_config() arrives with its traceback inside the message.
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    message = lines[0] if len(lines) == 1 else f'{lines[0]} {lines[-1]}'
+    sys.exit(f'vi_gen: error: {message}')
+  except AttributeError as e:
+    field = str(e.args[0]).strip('"')
+    sys.exit(f'vi_gen: error: unknown config field in an override: {field}')
+  except ValueError as e:
+    sys.exit(f'vi_gen: error: {e}')
+
+
 def main(argv) -> None:
   try:
     _run(argv)
@@ -97,4 +117,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,155 @@
+"""The fast stride-2 layers equal the flax layers they replace."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from vi_gen import layers
+
+TOL = {'atol': 1e-5, 'rtol': 1e-5}
+
+# (kernel_size, height, width, in_channels, features).
+CASES = [
+  (5, 7, 7, 3, 8),
+  (5, 4, 4, 8, 1),
+  (5, 5, 8, 1, 4),
+  (5, 14, 9, 4, 3),
+  (5, 1, 1, 2, 2),
+  (4, 7, 7, 3, 4),
+  (4, 4, 6, 2, 3),
+  (3, 5, 4, 2, 3),
+  (2, 3, 3, 2, 2),
+  (6, 5, 6, 2, 3),
+]
+
+
+def _pair(kind: str, k: int, features: int) -> tuple[nn.Module, nn.Module]:
+  """(fast layer, flax reference) for 'up' or 'down'."""
+  if kind == 'up':
+    return (
+      layers.ConvTranspose2x(features, k),
+      nn.ConvTranspose(features, (k, k), strides=(2, 2), padding='SAME'),
+    )
+  return (
+    layers.Conv2x(features, k),
+    nn.Conv(features, (k, k), strides=(2, 2), padding='SAME'),
+  )
+
+
+def _setup(kind: str, case: tuple[int, ...], batch: int = 2):
+  """Layers, params (with a nonzero bias), input and output probe.
+
+  NumPy draws the arrays: random draws of new shapes in JAX compile, which
+  would dominate the run time of this file.
+  """
+  k, h, w, c, features = case
+  layer, ref = _pair(kind, k, features)
+  rng = np.random.default_rng(0)
+  params = {
+    'params': {
+      # Scaled as flax initialises it, so that outputs are O(1).
+      'kernel': (
+        rng.normal(size=(k, k, c, features)) / np.sqrt(k * k * c)
+      ).astype(np.float32),
+      'bias': rng.normal(size=(features,)).astype(np.float32),
+    }
+  }
+  x = rng.normal(size=(batch, h, w, c)).astype(np.float32)
+  out_shape = jax.eval_shape(ref.apply, params, x).shape
+  probe = rng.normal(size=out_shape).astype(np.float32)
+  return layer, ref, params, x, probe
+
+
+def _value_and_grads(module: nn.Module):
+  """(params, x, probe) -> output, grads of <probe, output> w.r.t. params, x."""
+
+  def f(params, x, probe):
+    def loss(params, x):
+      return jnp.sum(probe * module.apply(params, x))
+
+    return module.apply(params, x), jax.grad(loss, argnums=(0, 1))(params, x)
+
+  return f
+
+
+def _assert_trees_close(actual, expected) -> None:
+  jax.tree.map(
+    lambda a, e: np.testing.assert_allclose(a, e, **TOL), actual, expected
+  )
+
+
+@pytest.mark.parametrize('kind', ['up', 'down'])
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_init_matches_flax(kind, use_bias):
+  layer, ref = _pair(kind, 5, 6)
+  layer = layer.clone(use_bias=use_bias)
+  ref = ref.clone(use_bias=use_bias)
+  x = jnp.ones((1, 4, 4, 3))
+  _assert_trees_close(
+    layer.init(jax.random.key(3), x), ref.init(jax.random.key(3), x)
+  )
+
+
+@pytest.mark.parametrize('kind', ['up', 'down'])
+@pytest.mark.parametrize('case', CASES, ids=str)
+def test_jit_output_and_grads_match_flax(kind, case):
+  layer, ref, params, x, probe = _setup(kind, case)
+  (y, grads) = jax.jit(_value_and_grads(layer))(params, x, probe)
+  (y_ref, ref_grads) = jax.jit(_value_and_grads(ref))(params, x, probe)
+  k, h, w = case[:3]
+  expected_size = (2 * h, 2 * w) if kind == 'up' else (-(-h // 2), -(-w // 2))
+  assert y_ref.shape[1:3] == expected_size
+  assert y.shape == y_ref.shape
+  _assert_trees_close((y, grads), (y_ref, ref_grads))
+
+
+@pytest.mark.parametrize('kind', ['up', 'down'])
+def test_eager_output_and_grads_match_flax(kind):
+  layer, ref, params, x, probe = _setup(kind, CASES[0])
+  _assert_trees_close(
+    _value_and_grads(layer)(params, x, probe),
+    _value_and_grads(ref)(params, x, probe),
+  )
+
+
+@pytest.mark.parametrize('kind', ['up', 'down'])
+def test_batch_sharded_over_mesh_matches_flax(kind):
+  mesh = jax.make_mesh(
+    (4,), ('data',), axis_types=(jax.sharding.AxisType.Auto,)
+  )
+  batch_sharding = NamedSharding(mesh, P('data'))
+  layer, ref, params, x, probe = _setup(kind, (5, 7, 7, 3, 4), batch=8)
+  params = jax.device_put(params, NamedSharding(mesh, P()))
+  x = jax.device_put(x, batch_sharding)
+  probe = jax.device_put(probe, batch_sharding)
+  y, grads = jax.jit(_value_and_grads(layer))(params, x, probe)
+  y_ref, ref_grads = jax.jit(_value_and_grads(ref))(params, x, probe)
+  assert y.sharding.is_equivalent_to(batch_sharding, y.ndim)
+  assert grads[1].sharding.is_equivalent_to(batch_sharding, x.ndim)
+  _assert_trees_close((y, grads), (y_ref, ref_grads))
+
+
+def test_grad_of_grad_matches_flax():
+  """The custom VJP of `Conv2x` is itself differentiable."""
+  layer, ref, params, x, probe = _setup('down', CASES[0])
+
+  def input_grad_norm(module):
+    def f(params, x):
+      grad_x = _value_and_grads(module)(params, x, probe)[1][1]
+      return jnp.sum(grad_x**2)
+
+    return jax.jit(jax.grad(f))
+
+  _assert_trees_close(
+    input_grad_norm(layer)(params, x), input_grad_norm(ref)(params, x)
+  )
+
+
+@pytest.mark.parametrize('module', [layers.ConvTranspose2x, layers.Conv2x])
+def test_rejects_kernel_size_one(module):
+  with pytest.raises(ValueError, match='kernel_size'):
+    module(4, 1).init(jax.random.key(0), jnp.ones((1, 4, 4, 2)))
