@@ -25,6 +25,8 @@ class TrainState(struct.PyTreeNode):
     old_params: network name -> frozen params of the old network (for the
       GAN, the generator at the start of the latest G phase).
     ema_params: network name -> exponential moving average (empty if off).
+    extras: other arrays that change in training and must survive a resume
+      but are neither params nor optimizer state (EM's likelihood curve).
   """
 
   step: jax.Array
@@ -33,6 +35,7 @@ class TrainState(struct.PyTreeNode):
   opt_states: dict[str, PyTree]
   old_params: dict[str, PyTree] = struct.field(default_factory=dict)
   ema_params: dict[str, PyTree] = struct.field(default_factory=dict)
+  extras: dict[str, PyTree] = struct.field(default_factory=dict)
 
 
 def copy_tree(tree: PyTree) -> PyTree:
