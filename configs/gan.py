@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if preset == 'mnist':
     common.use_bundled_mnist(config)
-    config.num_steps = 5000
+    config.num_steps = 3000
     config.log_every_steps = 100
     config.sample_every_steps = 500
     config.checkpoint_every_steps = 500

@@ -33,7 +33,9 @@ def test_idx_reader_rejects_other_files(tmp_path):
 def test_batches_are_a_pure_function_of_seed_and_index():
   examples = np.arange(50, dtype=np.float32)[:, None]
   first = list(itertools.islice(data.in_memory_batches(examples, 8, 3, 0), 20))
-  resumed = list(itertools.islice(data.in_memory_batches(examples, 8, 3, 13), 7))
+  resumed = list(
+    itertools.islice(data.in_memory_batches(examples, 8, 3, 13), 7)
+  )
   for a, b in zip(first[13:], resumed, strict=True):
     np.testing.assert_array_equal(a, b)
   other_seed = next(data.in_memory_batches(examples, 8, 4, 0))
@@ -47,7 +49,9 @@ def test_an_epoch_visits_each_example_at_most_once():
   assert len(seen) == 48 and len(set(seen.tolist())) == 48
 
 
-@pytest.mark.parametrize('name,num_modes,std', [('ring8', 8, 0.02), ('grid25', 25, 0.05)])
+@pytest.mark.parametrize(
+  'name,num_modes,std', [('ring8', 8, 0.02), ('grid25', 25, 0.05)]
+)
 def test_mixture_samples_sit_on_their_modes(name, num_modes, std):
   centers, config_std = data.mixture_centers(name)
   assert len(centers) == num_modes and config_std == std

@@ -48,14 +48,14 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, mode):
   Bit-exact on CPU: data, keys and the old generator all come back.
   """
   straight = train.train_and_evaluate(
-      test_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'a')
+    test_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'a')
   )
   train.train_and_evaluate(
-      test_config(old_generator=mode, ema_decay=0.9, num_steps=2),
-      str(tmp_path / 'b'),
+    test_config(old_generator=mode, ema_decay=0.9, num_steps=2),
+    str(tmp_path / 'b'),
   )
   resumed = train.train_and_evaluate(
-      test_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'b')
+    test_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'b')
   )
   assert int(resumed.step) == 4
   assert_trees_equal(straight, resumed)
@@ -87,7 +87,9 @@ def test_sample_mode_is_deterministic_and_in_range(tmp_path):
   samples = train.sample(config, str(tmp_path), 20, seed=0)
   assert samples.shape == (20, 28, 28, 1) and samples.dtype == np.float32
   assert samples.min() >= -1 and samples.max() <= 1
-  np.testing.assert_array_equal(samples, train.sample(config, str(tmp_path), 20))
+  np.testing.assert_array_equal(
+    samples, train.sample(config, str(tmp_path), 20)
+  )
   other = train.sample(config, str(tmp_path), 20, seed=1)
   assert not np.array_equal(samples, other)
 
@@ -99,22 +101,22 @@ def test_sample_mode_without_checkpoint_says_train_first(tmp_path):
 
 def snapshot(path):
   return {
-      os.path.join(root, f): os.path.getmtime(os.path.join(root, f))
-      for root, _, files in os.walk(path)
-      for f in files
+    os.path.join(root, f): os.path.getmtime(os.path.join(root, f))
+    for root, _, files in os.walk(path)
+    for f in files
   }
 
 
 @pytest.mark.parametrize(
-    'overrides,message',
-    [
-        (dict(reg_weight=0.0), 'reg_weight: checkpoint 5.0, now 0.0'),
-        (dict(latent_dim=4), 'latent_dim'),
-        (dict(model='vae'), "checkpoint of model 'gan'"),
-    ],
+  'overrides,message',
+  [
+    (dict(reg_weight=0.0), 'reg_weight: checkpoint 5.0, now 0.0'),
+    (dict(latent_dim=4), 'latent_dim'),
+    (dict(model='vae'), "checkpoint of model 'gan'"),
+  ],
 )
 def test_checkpoint_of_another_experiment_is_refused_untouched(
-    tmp_path, overrides, message
+  tmp_path, overrides, message
 ):
   train.train_and_evaluate(test_config(num_steps=2), str(tmp_path))
   before = snapshot(tmp_path)
@@ -132,19 +134,19 @@ def test_incompatible_shapes_are_refused_untouched(tmp_path):
   config = test_config()
   setup = train._Setup(config)
   abstract = checkpoint.abstract_like(
-      jax.eval_shape(setup.method.init, setup.init_key), setup.replicated
+    jax.eval_shape(setup.method.init, setup.init_key), setup.replicated
   )
   # Same config, but a target whose generator is wider (as after a code change).
   abstract = abstract.replace(
-      params={
-          **abstract.params,
-          'generator': jax.tree.map(
-              lambda x: jax.ShapeDtypeStruct(
-                  (*x.shape[:-1], x.shape[-1] + 1), x.dtype, sharding=x.sharding
-              ),
-              abstract.params['generator'],
-          ),
-      }
+    params={
+      **abstract.params,
+      'generator': jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+          (*x.shape[:-1], x.shape[-1] + 1), x.dtype, sharding=x.sharding
+        ),
+        abstract.params['generator'],
+      ),
+    }
   )
   with pytest.raises(errors.CheckpointError, match='Cannot restore'):
     checkpoint.restore_latest(str(tmp_path), config, abstract)
@@ -152,18 +154,20 @@ def test_incompatible_shapes_are_refused_untouched(tmp_path):
 
 
 @pytest.mark.parametrize(
-    'name,value,message',
-    [
-        ('num_steps', 0, 'num_steps must be >= 1'),
-        ('batch_size', 6, 'not divisible by the 4 devices'),
-        ('log_every_steps', -1, 'log_every_steps must be >= 1'),
-        ('ema_decay', 1.0, 'ema_decay must be in'),
-        ('model', 'nope', "Unknown model 'nope'"),
-        ('g_steps', 0, 'g_steps must be >= 1'),
-        ('old_generator', 'old', 'old_generator must be one of'),
-    ],
+  'name,value,message',
+  [
+    ('num_steps', 0, 'num_steps must be >= 1'),
+    ('batch_size', 6, 'not divisible by the 4 devices'),
+    ('log_every_steps', -1, 'log_every_steps must be >= 1'),
+    ('ema_decay', 1.0, 'ema_decay must be in'),
+    ('model', 'nope', "Unknown model 'nope'"),
+    ('g_steps', 0, 'g_steps must be >= 1'),
+    ('old_generator', 'old', 'old_generator must be one of'),
+  ],
 )
-def test_invalid_values_fail_before_anything_is_written(tmp_path, name, value, message):
+def test_invalid_values_fail_before_anything_is_written(
+  tmp_path, name, value, message
+):
   config = test_config()
   config[name] = value
   with pytest.raises(errors.ConfigError, match=message):
@@ -172,11 +176,11 @@ def test_invalid_values_fail_before_anything_is_written(tmp_path, name, value, m
 
 
 @pytest.mark.parametrize(
-    'name,value,message',
-    [
-        ('lr', -1e-3, 'optim.lr must be > 0'),
-        ('b1', 1.0, r'optim.b1 must be in \[0, 1\)'),
-    ],
+  'name,value,message',
+  [
+    ('lr', -1e-3, 'optim.lr must be > 0'),
+    ('b1', 1.0, r'optim.b1 must be in \[0, 1\)'),
+  ],
 )
 def test_invalid_optimizer_values(tmp_path, name, value, message):
   config = test_config()
@@ -187,12 +191,12 @@ def test_invalid_optimizer_values(tmp_path, name, value, message):
 
 
 @pytest.mark.parametrize(
-    'name,value,message',
-    [
-        ('name', 'cifar', "Unknown data.name 'cifar'"),
-        ('source', 'web', "data.source must be 'bundled' or 'tfds'"),
-        ('crop_size', 200, 'data.crop_size must be in'),
-    ],
+  'name,value,message',
+  [
+    ('name', 'cifar', "Unknown data.name 'cifar'"),
+    ('source', 'web', "data.source must be 'bundled' or 'tfds'"),
+    ('crop_size', 200, 'data.crop_size must be in'),
+  ],
 )
 def test_invalid_data_values(tmp_path, name, value, message):
   config = test_config()
@@ -205,12 +209,12 @@ def test_invalid_data_values(tmp_path, name, value, message):
 def run_main(*args, cwd=REPO):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   return subprocess.run(
-      [sys.executable, '-m', 'vi_gen.main', *args],
-      cwd=cwd,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=300,
+    [sys.executable, '-m', 'vi_gen.main', *args],
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
   )
 
 
@@ -218,10 +222,13 @@ def run_main(*args, cwd=REPO):
 def test_cli_errors_name_the_problem(tmp_path):
   """Bad input from the command line: a message, no traceback, no files."""
   cases = [
-      (['--config=configs/gan.py:test', '--config.lrr=1'], 'lrr'),
-      (['--config=configs/gan.py:test', '--config.batch_size=abc'], 'batch_size'),
-      (['--config=configs/gan.py:test', '--config.g_steps=0'], 'g_steps must be'),
-      (['--config=configs/gan.py', f'--config.data.data_dir={tmp_path}'], 'celeb_a'),
+    (['--config=configs/gan.py:test', '--config.lrr=1'], 'lrr'),
+    (['--config=configs/gan.py:test', '--config.batch_size=abc'], 'batch_size'),
+    (['--config=configs/gan.py:test', '--config.g_steps=0'], 'g_steps must be'),
+    (
+      ['--config=configs/gan.py', f'--config.data.data_dir={tmp_path}'],
+      'celeb_a',
+    ),
   ]
   for args, message in cases:
     result = run_main(*args, f'--workdir={tmp_path}/run')
@@ -237,11 +244,11 @@ def test_cli_trains_then_samples(tmp_path):
   result = run_main('--config=configs/gan.py:test', f'--workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
   result = run_main(
-      '--config=configs/gan.py:test',
-      f'--workdir={workdir}',
-      '--mode=sample',
-      '--num_samples=10',
-      f'--output={output}',
+    '--config=configs/gan.py:test',
+    f'--workdir={workdir}',
+    '--mode=sample',
+    '--num_samples=10',
+    f'--output={output}',
   )
   assert result.returncode == 0, result.stderr[-3000:]
   samples = np.load(output)
@@ -249,5 +256,7 @@ def test_cli_trains_then_samples(tmp_path):
 
 
 def test_default_workdir_is_named_after_model_and_preset():
-  assert train.default_workdir(gan_config.get_config('mnist')) == 'runs/gan_mnist'
+  assert (
+    train.default_workdir(gan_config.get_config('mnist')) == 'runs/gan_mnist'
+  )
   assert train.default_workdir(gan_config.get_config()) == 'runs/gan'

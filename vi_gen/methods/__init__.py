@@ -13,9 +13,10 @@ The training loop only talks to this interface.
 """
 
 from vi_gen import errors
+from vi_gen.methods.em import EM
 from vi_gen.methods.gan import GAN
 
-METHODS = {'gan': GAN}
+METHODS = {'em': EM, 'gan': GAN}
 
 
 def get(name: str) -> type:

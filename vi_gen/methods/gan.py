@@ -77,6 +77,20 @@ def _apply(module, params, batch_stats, inputs, train: bool):
   return outputs, updates['batch_stats']
 
 
+def _run_steps(step, carry, inputs: list):
+  """carry = step(carry, x) for each input, with the metrics stacked.
+
+  A Python loop, not lax.scan: XLA:CPU ran the whole MNIST iteration about
+  8x slower with its convolutions inside the scan's while loop (4.1 s vs
+  0.5 s measured here), and the step counts are small static numbers.
+  """
+  metrics = []
+  for x in inputs:
+    carry, step_metrics = step(carry, x)
+    metrics.append(step_metrics)
+  return carry, jax.tree.map(lambda *v: jnp.stack(v), *metrics)
+
+
 class GAN:
   """The GAN method: networks, optimizers and one jit-able iteration."""
 
@@ -213,8 +227,8 @@ class GAN:
       state.opt_states['discriminator'],
       state.batch_stats['discriminator'],
     )
-    (d_params, d_opt, d_stats), d_metrics = jax.lax.scan(
-      d_step, carry, (batch, d_keys)
+    (d_params, d_opt, d_stats), d_metrics = _run_steps(
+      d_step, carry, [(batch[i], d_keys[i]) for i in range(len(d_keys))]
     )
 
     snapshot = state.params['generator']
@@ -235,8 +249,8 @@ class GAN:
       state.opt_states['generator'],
       state.batch_stats['generator'],
     )
-    (g_params, g_opt, g_stats), g_metrics = jax.lax.scan(
-      g_step, carry, None, length=self.config.g_steps
+    (g_params, g_opt, g_stats), g_metrics = _run_steps(
+      g_step, carry, [None] * self.config.g_steps
     )
 
     ema_params = state.ema_params
