@@ -14,7 +14,7 @@ from vi_gen import checkpoint, errors, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_config(**overrides):
+def make_config(**overrides):
   config = gan_config.get_config('test')
   for name, value in overrides.items():
     config[name] = value
@@ -31,7 +31,7 @@ def assert_trees_equal(a, b):
 
 
 def test_writes_checkpoints_events_and_sample_grids(tmp_path):
-  state = train.train_and_evaluate(test_config(), str(tmp_path))
+  state = train.train_and_evaluate(make_config(), str(tmp_path))
   assert int(state.step) == 4
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
@@ -48,21 +48,21 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, mode):
   Bit-exact on CPU: data, keys and the old generator all come back.
   """
   straight = train.train_and_evaluate(
-    test_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'a')
+    make_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'a')
   )
   train.train_and_evaluate(
-    test_config(old_generator=mode, ema_decay=0.9, num_steps=2),
+    make_config(old_generator=mode, ema_decay=0.9, num_steps=2),
     str(tmp_path / 'b'),
   )
   resumed = train.train_and_evaluate(
-    test_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'b')
+    make_config(old_generator=mode, ema_decay=0.9), str(tmp_path / 'b')
   )
   assert int(resumed.step) == 4
   assert_trees_equal(straight, resumed)
 
 
 def test_checkpoint_round_trip_keeps_the_old_generator(tmp_path):
-  config = test_config(num_steps=2)
+  config = make_config(num_steps=2)
   state = train.train_and_evaluate(config, str(tmp_path))
   setup = train._Setup(config)
   restored = setup.restore_or_init(config, str(tmp_path))
@@ -72,7 +72,7 @@ def test_checkpoint_round_trip_keeps_the_old_generator(tmp_path):
 
 
 def test_finished_run_is_not_extended_or_repeated(tmp_path):
-  config = test_config()
+  config = make_config()
   first = train.train_and_evaluate(config, str(tmp_path))
   mtime = os.path.getmtime(tmp_path / 'checkpoints' / '4')
   again = train.train_and_evaluate(config, str(tmp_path))
@@ -82,7 +82,7 @@ def test_finished_run_is_not_extended_or_repeated(tmp_path):
 
 
 def test_sample_mode_is_deterministic_and_in_range(tmp_path):
-  config = test_config()
+  config = make_config()
   train.train_and_evaluate(config, str(tmp_path))
   samples = train.sample(config, str(tmp_path), 20, seed=0)
   assert samples.shape == (20, 28, 28, 1) and samples.dtype == np.float32
@@ -96,7 +96,7 @@ def test_sample_mode_is_deterministic_and_in_range(tmp_path):
 
 def test_sample_mode_without_checkpoint_says_train_first(tmp_path):
   with pytest.raises(errors.CheckpointError, match='train first'):
-    train.sample(test_config(), str(tmp_path), 4)
+    train.sample(make_config(), str(tmp_path), 4)
 
 
 def snapshot(path):
@@ -118,9 +118,9 @@ def snapshot(path):
 def test_checkpoint_of_another_experiment_is_refused_untouched(
   tmp_path, overrides, message
 ):
-  train.train_and_evaluate(test_config(num_steps=2), str(tmp_path))
+  train.train_and_evaluate(make_config(num_steps=2), str(tmp_path))
   before = snapshot(tmp_path)
-  config = test_config()
+  config = make_config()
   for name, value in overrides.items():
     config[name] = value
   with pytest.raises(errors.VIGenError, match=message):
@@ -129,9 +129,9 @@ def test_checkpoint_of_another_experiment_is_refused_untouched(
 
 
 def test_incompatible_shapes_are_refused_untouched(tmp_path):
-  train.train_and_evaluate(test_config(num_steps=2), str(tmp_path))
+  train.train_and_evaluate(make_config(num_steps=2), str(tmp_path))
   before = snapshot(tmp_path)
-  config = test_config()
+  config = make_config()
   setup = train._Setup(config)
   abstract = checkpoint.abstract_like(
     jax.eval_shape(setup.method.init, setup.init_key), setup.replicated
@@ -168,7 +168,7 @@ def test_incompatible_shapes_are_refused_untouched(tmp_path):
 def test_invalid_values_fail_before_anything_is_written(
   tmp_path, name, value, message
 ):
-  config = test_config()
+  config = make_config()
   config[name] = value
   with pytest.raises(errors.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -183,7 +183,7 @@ def test_invalid_values_fail_before_anything_is_written(
   ],
 )
 def test_invalid_optimizer_values(tmp_path, name, value, message):
-  config = test_config()
+  config = make_config()
   config.optim[name] = value
   with pytest.raises(errors.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -199,7 +199,7 @@ def test_invalid_optimizer_values(tmp_path, name, value, message):
   ],
 )
 def test_invalid_data_values(tmp_path, name, value, message):
-  config = test_config()
+  config = make_config()
   config.data[name] = value
   with pytest.raises(errors.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
