@@ -6,6 +6,11 @@ LeakyReLU(0.2) in D with BatchNorm on every layer but the first, weights drawn
 from N(0, 0.02) and no bias on layers followed by BatchNorm. The same modules
 give the 64x64 CelebA networks (widths 512-256-128-64 / 64-128-256-512) and
 the 28x28 MNIST ones (a 7x7 base and two upsamplings).
+
+The encoders (VAE, AAE, ALI) and the joint (x, z) discriminator (ALI) reuse
+D's convolutional trunk, so an encoder is D with a code head instead of a
+logit; the AAE's latent discriminator is `MLPDiscriminator` on z. Images
+([H, W, C]) get the convolutional networks, points ([D]) the MLPs.
 """
 
 from collections.abc import Sequence
@@ -59,12 +64,51 @@ def _conv(features: int, kernel: int, fast: bool, use_bias: bool):
   )
 
 
+def _conv_trunk(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
+  """D's trunk, flattened: a stride-2 conv per `module.widths`, LeakyReLU(0.2)
+  and BatchNorm on every layer but the first (if `module.batch_norm`).
+
+  Called inside `module`'s compact method, so the layers belong to (and are
+  named in) `module`, as if written there.
+  """
+  h = x
+  for i, features in enumerate(module.widths):
+    normalize = module.batch_norm and i > 0
+    h = _conv(features, module.kernel_size, module.fast_conv, not normalize)(h)
+    if normalize:
+      h = _batch_norm(train)(h)
+    h = _leaky_relu(h)
+  return h.reshape(h.shape[0], -1)
+
+
+def _mlp(h: jax.Array, widths: Sequence[int], activation) -> jax.Array:
+  """Dense layers with `activation`; layers belong to the calling module."""
+  for features in widths:
+    h = activation(nn.Dense(features)(h))
+  return h
+
+
+def _leaky_relu(h: jax.Array) -> jax.Array:
+  return nn.leaky_relu(h, 0.2)
+
+
+def _code_head(
+  h: jax.Array, latent_dim: int, gaussian: bool, kernel_init=_INIT
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+  """A code [B, L], or the (mean, log-variance) of a Gaussian p(z|x)."""
+  mean = nn.Dense(latent_dim, kernel_init=kernel_init)(h)
+  if not gaussian:
+    return mean
+  return mean, nn.Dense(latent_dim, kernel_init=kernel_init)(h)
+
+
 class DCGANGenerator(nn.Module):
   """z [B, L] -> image [B, H, W, C] in [-1, 1].
 
   `widths[0]` is the width of the dense base of size H / 2**len(widths); each
   further width is one stride-2 transposed conv, and a last one maps to the
-  image channels.
+  image channels. `logits=True` returns the pre-tanh output instead (a
+  Bernoulli decoder's logits).
   """
 
   widths: Sequence[int]
@@ -72,6 +116,7 @@ class DCGANGenerator(nn.Module):
   kernel_size: int = 5
   batch_norm: bool = True
   fast_conv: bool = True
+  logits: bool = False
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
@@ -100,7 +145,7 @@ class DCGANGenerator(nn.Module):
       )(h)
       h = norm_act(h)
     h = _conv_transpose(channels, self.kernel_size, self.fast_conv, True)(h)
-    return jnp.tanh(h)
+    return h if self.logits else jnp.tanh(h)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -113,14 +158,7 @@ class DCGANDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-    h = x
-    for i, features in enumerate(self.widths):
-      normalize = self.batch_norm and i > 0
-      h = _conv(features, self.kernel_size, self.fast_conv, not normalize)(h)
-      if normalize:
-        h = _batch_norm(train)(h)
-      h = nn.leaky_relu(h, 0.2)
-    h = h.reshape(h.shape[0], -1)
+    h = _conv_trunk(self, x, train)
     return nn.Dense(1, kernel_init=_INIT)(h)[:, 0]
 
 
@@ -133,24 +171,166 @@ class MLPGenerator(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
     del train  # No BatchNorm: the toy networks are small and plain.
-    h = z
-    for features in self.widths:
-      h = nn.relu(nn.Dense(features)(h))
+    h = _mlp(z, self.widths, nn.relu)
     return nn.Dense(self.output_dim)(h)
 
 
 class MLPDiscriminator(nn.Module):
-  """point [B, D] -> logit [B]; LeakyReLU(0.2) hidden layers."""
+  """point [B, D] -> logit [B]; LeakyReLU(0.2) hidden layers.
+
+  Also the AAE's latent discriminator D(z), on codes [B, L].
+  """
 
   widths: Sequence[int]
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
-    h = x
-    for features in self.widths:
-      h = nn.leaky_relu(nn.Dense(features)(h), 0.2)
+    h = _mlp(x, self.widths, _leaky_relu)
     return nn.Dense(1)(h)[:, 0]
+
+
+class DCGANEncoder(nn.Module):
+  """image [B, H, W, C] -> code [B, L], or (mean, log-variance) if gaussian.
+
+  D's layout (`DCGANDiscriminator`) with a code head instead of the logit.
+  """
+
+  widths: Sequence[int]
+  latent_dim: int
+  gaussian: bool = False
+  kernel_size: int = 5
+  batch_norm: bool = True
+  fast_conv: bool = True
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, train: bool = True
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    h = _conv_trunk(self, x, train)
+    return _code_head(h, self.latent_dim, self.gaussian)
+
+
+class MLPEncoder(nn.Module):
+  """point [B, D] -> code [B, L], or (mean, log-variance) if gaussian."""
+
+  widths: Sequence[int]
+  latent_dim: int
+  gaussian: bool = False
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, train: bool = True
+  ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    del train
+    h = _mlp(x, self.widths, _leaky_relu)
+    return _code_head(
+      h, self.latent_dim, self.gaussian, nn.linear.default_kernel_init
+    )
+
+
+class DCGANJointDiscriminator(nn.Module):
+  """(image [B, H, W, C], code [B, L]) -> logit [B], for ALI.
+
+  D's conv trunk on x and an MLP on z, concatenated, then a joint MLP.
+  """
+
+  widths: Sequence[int]
+  z_widths: Sequence[int]
+  joint_widths: Sequence[int]
+  kernel_size: int = 5
+  batch_norm: bool = True
+  fast_conv: bool = True
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, z: jax.Array, train: bool = True
+  ) -> jax.Array:
+    hx = _conv_trunk(self, x, train)
+    hz = _mlp(z, self.z_widths, _leaky_relu)
+    h = _mlp(jnp.concatenate([hx, hz], -1), self.joint_widths, _leaky_relu)
+    return nn.Dense(1, kernel_init=_INIT)(h)[:, 0]
+
+
+class MLPJointDiscriminator(nn.Module):
+  """(point [B, D], code [B, L]) -> logit [B]: an MLP on the concatenation."""
+
+  widths: Sequence[int]
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, z: jax.Array, train: bool = True
+  ) -> jax.Array:
+    del train
+    h = _mlp(jnp.concatenate([x, z], -1), self.widths, _leaky_relu)
+    return nn.Dense(1)(h)[:, 0]
+
+
+def _is_points(example_shape: tuple[int, ...]) -> bool:
+  return len(example_shape) == 1
+
+
+def _conv_options(network_config) -> dict:
+  return {
+    'kernel_size': network_config.kernel_size,
+    'batch_norm': network_config.batch_norm,
+    'fast_conv': network_config.fast_conv,
+  }
+
+
+def build_generator(
+  network_config, example_shape: tuple[int, ...], logits: bool = False
+) -> nn.Module:
+  """G(z) (the decoder of the VAE and AAE): DCGAN for images, else an MLP.
+
+  `logits=True` drops the image generator's tanh (Bernoulli decoders).
+  """
+  g_widths = tuple(network_config.g_widths)
+  if _is_points(example_shape):
+    return MLPGenerator(g_widths, output_dim=example_shape[0])
+  return DCGANGenerator(
+    g_widths,
+    output_shape=tuple(example_shape),
+    logits=logits,
+    **_conv_options(network_config),
+  )
+
+
+def build_encoder(
+  network_config,
+  example_shape: tuple[int, ...],
+  latent_dim: int,
+  gaussian: bool = False,
+) -> nn.Module:
+  """E(x) with `network.e_widths`: a code, or (mean, logvar) if gaussian."""
+  e_widths = tuple(network_config.e_widths)
+  if _is_points(example_shape):
+    return MLPEncoder(e_widths, latent_dim, gaussian)
+  return DCGANEncoder(
+    e_widths, latent_dim, gaussian, **_conv_options(network_config)
+  )
+
+
+def build_latent_discriminator(network_config) -> nn.Module:
+  """The AAE's D(z) on codes: an MLP with `network.d_widths`."""
+  return MLPDiscriminator(tuple(network_config.d_widths))
+
+
+def build_joint_discriminator(
+  network_config, example_shape: tuple[int, ...]
+) -> nn.Module:
+  """ALI's D(x, z): conv trunk (`d_widths`) on x + MLP (`d_z_widths`) on z,
+  joined by an MLP (`d_joint_widths`); for points, an MLP (`d_widths`) on
+  the concatenation."""
+  d_widths = tuple(network_config.d_widths)
+  if _is_points(example_shape):
+    return MLPJointDiscriminator(d_widths)
+  return DCGANJointDiscriminator(
+    d_widths,
+    tuple(network_config.d_z_widths),
+    tuple(network_config.d_joint_widths),
+    **_conv_options(network_config),
+  )
 
 
 def build_gan(
@@ -160,24 +340,10 @@ def build_gan(
 
   Images ([H, W, C]) get the DCGAN pair, points ([D]) the MLP pair.
   """
-  g_widths = tuple(network_config.g_widths)
+  generator = build_generator(network_config, example_shape)
   d_widths = tuple(network_config.d_widths)
-  if len(example_shape) == 1:
-    return (
-      MLPGenerator(g_widths, output_dim=example_shape[0]),
-      MLPDiscriminator(d_widths),
-    )
-  generator = DCGANGenerator(
-    g_widths,
-    output_shape=tuple(example_shape),
-    kernel_size=network_config.kernel_size,
-    batch_norm=network_config.batch_norm,
-    fast_conv=network_config.fast_conv,
+  if _is_points(example_shape):
+    return generator, MLPDiscriminator(d_widths)
+  return generator, DCGANDiscriminator(
+    d_widths, **_conv_options(network_config)
   )
-  discriminator = DCGANDiscriminator(
-    d_widths,
-    kernel_size=network_config.kernel_size,
-    batch_norm=network_config.batch_norm,
-    fast_conv=network_config.fast_conv,
-  )
-  return generator, discriminator

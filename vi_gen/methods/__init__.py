@@ -13,10 +13,19 @@ The training loop only talks to this interface.
 """
 
 from vi_gen import errors
+from vi_gen.methods.aae import AAE
+from vi_gen.methods.ali import ALI
 from vi_gen.methods.em import EM
 from vi_gen.methods.gan import GAN
+from vi_gen.methods.vae import VAE
 
-METHODS = {'em': EM, 'gan': GAN}
+METHODS = {
+  'aae': AAE,
+  'ali': ALI,
+  'em': EM,
+  'gan': GAN,
+  'vae': VAE,
+}
 
 
 def get(name: str) -> type:

@@ -21,74 +21,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vi_gen import errors, images, losses, networks
-from vi_gen.state import TrainState, copy_tree, ema_update
-
-OLD_GENERATOR_MODES = ('phase', 'lagged')
+from vi_gen import images, losses, networks
+from vi_gen.methods import common
+from vi_gen.state import TrainState, copy_tree
 
 
 def check_config(config) -> None:
   """GAN-specific config rules; raises errors.ConfigError."""
-  if config.d_steps < 1 or config.g_steps < 1:
-    raise errors.ConfigError(
-      f'd_steps and g_steps must be >= 1, got {config.d_steps} and'
-      f' {config.g_steps}.'
-    )
-  if config.old_generator not in OLD_GENERATOR_MODES:
-    raise errors.ConfigError(
-      f'old_generator must be one of {OLD_GENERATOR_MODES}, got'
-      f' {config.old_generator!r}.'
-    )
-  if config.reg_weight < 0:
-    raise errors.ConfigError(
-      f'reg_weight must be >= 0, got {config.reg_weight}.'
-    )
-  if (
-    config.old_generator == 'phase'
-    and config.g_steps == 1
-    and config.reg_weight
-  ):
-    raise errors.ConfigError(
-      "old_generator='phase' with g_steps=1 makes the regularizer and its"
-      ' gradient exactly zero: the snapshot is taken at the start of the G'
-      ' phase, so G == G^o on its only step. Use g_steps >= 2 (the'
-      " reference uses 2), old_generator='lagged', or reg_weight=0."
-    )
-
-
-def adam(optim_config) -> optax.GradientTransformation:
-  """Adam with the reference's defaults (lr 2e-4, b1 0.5)."""
-  return optax.adam(
-    optim_config.lr,
-    b1=optim_config.b1,
-    b2=optim_config.b2,
-    eps=optim_config.eps,
+  common.require(
+    config.reg_weight >= 0,
+    f'reg_weight must be >= 0, got {config.reg_weight}.',
   )
-
-
-def _apply(module, params, batch_stats, inputs, train: bool):
-  """Runs a network; returns (outputs, updated BatchNorm statistics)."""
-  variables = {'params': params, 'batch_stats': batch_stats}
-  if not train or not batch_stats:
-    return module.apply(variables, inputs, train=train), batch_stats
-  outputs, updates = module.apply(
-    variables, inputs, train=True, mutable=['batch_stats']
+  common.check_alternation(
+    config,
+    term='the regularizer',
+    switch_off='reg_weight=0',
+    uses_old=bool(config.reg_weight),
   )
-  return outputs, updates['batch_stats']
-
-
-def _run_steps(step, carry, inputs: list):
-  """carry = step(carry, x) for each input, with the metrics stacked.
-
-  A Python loop, not lax.scan: XLA:CPU ran the whole MNIST iteration about
-  8x slower with its convolutions inside the scan's while loop (4.1 s vs
-  0.5 s measured here), and the step counts are small static numbers.
-  """
-  metrics = []
-  for x in inputs:
-    carry, step_metrics = step(carry, x)
-    metrics.append(step_metrics)
-  return carry, jax.tree.map(lambda *v: jnp.stack(v), *metrics)
 
 
 class GAN:
@@ -104,7 +53,7 @@ class GAN:
     self.generator, self.discriminator = networks.build_gan(
       config.network, example_shape
     )
-    self.txs = {name: adam(config.optim) for name in self.networks}
+    self.txs = {name: common.adam(config.optim) for name in self.networks}
     self.batches_per_iteration = config.d_steps
     self._generate = jax.jit(self.generate)
 
@@ -112,25 +61,26 @@ class GAN:
     return jax.random.normal(key, (num, self.config.latent_dim))
 
   def init(self, key: jax.Array) -> TrainState:
-    g_key, d_key = jax.random.split(key)
-    g_vars = self.generator.init(g_key, self.latents(g_key, 2), train=False)
-    d_vars = self.discriminator.init(
-      d_key, jnp.zeros((2, *self.example_shape)), train=False
-    )
-    params = {'generator': g_vars['params'], 'discriminator': d_vars['params']}
-    return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      batch_stats={
-        'generator': g_vars.get('batch_stats', {}),
-        'discriminator': d_vars.get('batch_stats', {}),
+    params, batch_stats = common.init_networks(
+      key,
+      {
+        'generator': (
+          self.generator,
+          (jnp.zeros((2, self.config.latent_dim)),),
+        ),
+        'discriminator': (
+          self.discriminator,
+          (jnp.zeros((2, *self.example_shape)),),
+        ),
       },
-      opt_states={n: self.txs[n].init(params[n]) for n in self.networks},
+    )
+    return common.new_state(
+      params,
+      batch_stats,
+      self.txs,
       old_params={'generator': copy_tree(params['generator'])},
-      ema_params=(
-        {'generator': copy_tree(params['generator'])}
-        if self.config.ema_decay
-        else {}
+      ema_params=common.ema_init(
+        params['generator'], 'generator', self.config.ema_decay
       ),
     )
 
@@ -139,18 +89,22 @@ class GAN:
     d_params, d_opt, d_stats = carry
     real, key = inputs
     # G's statistics are updated by G's own steps only.
-    fake, _ = _apply(
-      self.generator, g_params, g_stats, self.latents(key, real.shape[0]), True
+    fake, _ = common.apply(
+      self.generator,
+      g_params,
+      g_stats,
+      self.latents(key, real.shape[0]),
+      train=True,
     )
     fake = jax.lax.stop_gradient(fake)
 
     def loss_fn(params):
       # D sees the real and the fake batch separately, as in the reference,
       # so each gets its own BatchNorm statistics.
-      real_logits, stats = _apply(
+      real_logits, stats = common.apply(
         self.discriminator, params, d_stats, real, train=True
       )
-      fake_logits, stats = _apply(
+      fake_logits, stats = common.apply(
         self.discriminator, params, stats, fake, train=True
       )
       loss = losses.discriminator_loss(real_logits, fake_logits)
@@ -175,9 +129,9 @@ class GAN:
     weight = self.config.reg_weight
 
     def loss_fn(params):
-      fake, stats = _apply(self.generator, params, g_stats, z, train=True)
+      fake, stats = common.apply(self.generator, params, g_stats, z, train=True)
       # D's statistics are not updated by G's steps.
-      logits, _ = _apply(
+      logits, _ = common.apply(
         self.discriminator, d_params, d_stats, fake, train=True
       )
       adversarial = losses.generator_loss(logits)
@@ -227,8 +181,8 @@ class GAN:
       state.opt_states['discriminator'],
       state.batch_stats['discriminator'],
     )
-    (d_params, d_opt, d_stats), d_metrics = _run_steps(
-      d_step, carry, [(batch[i], d_keys[i]) for i in range(len(d_keys))]
+    (d_params, d_opt, d_stats), d_metrics = common.unrolled_scan(
+      d_step, carry, (batch, d_keys)
     )
 
     snapshot = state.params['generator']
@@ -238,7 +192,7 @@ class GAN:
       target = snapshot
       if self.config.old_generator == 'lagged':
         target = state.old_params['generator']
-      old_fake, _ = _apply(
+      old_fake, _ = common.apply(
         self.generator, target, state.batch_stats['generator'], z, train=True
       )
       old_fake = jax.lax.stop_gradient(old_fake)
@@ -249,17 +203,13 @@ class GAN:
       state.opt_states['generator'],
       state.batch_stats['generator'],
     )
-    (g_params, g_opt, g_stats), g_metrics = _run_steps(
-      g_step, carry, [None] * self.config.g_steps
+    (g_params, g_opt, g_stats), g_metrics = common.unrolled_scan(
+      g_step, carry, None, length=self.config.g_steps
     )
 
-    ema_params = state.ema_params
-    if self.config.ema_decay:
-      ema_params = {
-        'generator': ema_update(
-          ema_params['generator'], g_params, self.config.ema_decay
-        )
-      }
+    ema_params = common.ema_step(
+      state.ema_params, g_params, 'generator', self.config.ema_decay
+    )
     new_state = state.replace(
       step=state.step + 1,
       params={'generator': g_params, 'discriminator': d_params},
@@ -286,8 +236,8 @@ class GAN:
   def generate(self, state: TrainState, z: jax.Array) -> jax.Array:
     """Samples G(z) for inference: the EMA generator when enabled, BatchNorm
     with running statistics."""
-    params = state.ema_params.get('generator', state.params['generator'])
-    samples, _ = _apply(
+    params = common.sampling_params(state, 'generator')
+    samples, _ = common.apply(
       self.generator, params, state.batch_stats['generator'], z, train=False
     )
     return samples
