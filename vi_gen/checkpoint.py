@@ -5,6 +5,11 @@ model name and the config as JSON). On resume the config is compared first,
 so a workdir of another model or another experiment gives a clear error and
 is left untouched, instead of a shape error deep in Orbax or, worse, a run
 that silently continues a different experiment.
+
+A checkpoint that cannot be read (a truncated file, a step directory that was
+only partly written) is a different matter: the run falls back to the newest
+one that can be read and moves the unreadable ones aside, never deleting
+anything.
 """
 
 import json
@@ -13,6 +18,8 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from vi_gen import errors
 from vi_gen.state import TrainState
@@ -31,8 +38,18 @@ RUN_CONTROL_FIELDS = frozenset(
     'data.data_dir',
     'data.try_gcs',
     'network.fast_conv',
+    # A testing aid that never reaches a checkpoint (the divergence guard
+    # stops the run first): a rerun without it resumes the last good one.
+    'debug.nan_at_step',
+    # Evaluation reads the state; it never changes it.
+    'eval_every_steps',
   }
 )
+# Where unreadable checkpoints are moved (<workdir>/<this>/<step>).
+UNREADABLE_DIR = 'checkpoints_unreadable'
+# Orbax writes this last into every step directory it commits, on every
+# file system; a step directory without it was never completely written.
+COMMIT_MARKER = 'commit_success.txt'
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -42,9 +59,16 @@ def checkpoint_dir(workdir: str) -> str:
 def create_manager(
   workdir: str, keep: int, create: bool
 ) -> ocp.CheckpointManager:
-  """A manager for `workdir/checkpoints`; `create=False` only reads."""
+  """A manager for `workdir/checkpoints`; `create=False` only reads.
+
+  The writer removes the temporary directories of saves that a killed run
+  left unfinished: they never held a complete checkpoint.
+  """
   options = ocp.CheckpointManagerOptions(
-    max_to_keep=keep, create=create, read_only=not create
+    max_to_keep=keep,
+    create=create,
+    read_only=not create,
+    cleanup_tmp_directories=create,
   )
   # Handlers, not just names: reading the state's metadata needs them.
   handlers = {
@@ -83,11 +107,18 @@ def config_differences(
   return [
     f'{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}'
     for k in sorted(old.keys() | new.keys())
-    if k not in RUN_CONTROL_FIELDS and old.get(k) != new.get(k)
+    if not is_run_control(k) and old.get(k) != new.get(k)
   ]
 
 
-def _shapes(tree) -> dict[str, tuple]:
+def is_run_control(field: str) -> bool:
+  """Whether a dotted config field may change on resume (eval.* may)."""
+  return field in RUN_CONTROL_FIELDS or field.startswith('eval.')
+
+
+def leaf_names(tree) -> list[str]:
+  """Dotted paths of the leaves, e.g. 'params.generator.Dense_0.kernel'."""
+
   def name(path) -> str:
     parts = (
       getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path
@@ -95,7 +126,14 @@ def _shapes(tree) -> dict[str, tuple]:
     return '.'.join(str(p) for p in parts)
 
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {name(path): (tuple(x.shape), str(x.dtype)) for path, x in flat}
+  return [name(path) for path, _ in flat]
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  return {
+    name: (tuple(x.shape), str(x.dtype))
+    for name, x in zip(leaf_names(tree), jax.tree.leaves(tree), strict=True)
+  }
 
 
 def shape_differences(stored, expected) -> list[str]:
@@ -121,33 +159,10 @@ def abstract_like(
   )
 
 
-def restore_latest(
-  workdir: str,
-  config: ml_collections.ConfigDict,
-  abstract_state: TrainState,
-) -> TrainState | None:
-  """The latest checkpoint in `workdir`, or None when there is none.
-
-  Raises:
-    errors.CheckpointError: the checkpoint belongs to another model or
-      experiment, or cannot be read. Nothing in the workdir is changed.
-  """
-  if not os.path.isdir(checkpoint_dir(workdir)):
-    return None
-  manager = create_manager(workdir, config.keep_checkpoints, create=False)
-  step = manager.latest_step()
-  if step is None:
-    return None
-  where = os.path.join(checkpoint_dir(workdir), str(step))
-  try:
-    meta = manager.restore(
-      step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-    ).meta
-  except Exception as e:  # Orbax raises many types for unreadable files.
-    raise errors.CheckpointError(
-      f'Cannot read the checkpoint metadata in {where} ({e}). It was left'
-      ' untouched; use another --workdir, or move it away to start over.'
-    ) from e
+def _check_same_experiment(
+  where: str, meta: dict, config: ml_collections.ConfigDict
+) -> None:
+  """Raises CheckpointError when `meta` is of another model or experiment."""
   if meta.get('model') != config.model:
     raise errors.CheckpointError(
       f'{where} is a checkpoint of model {meta.get("model")!r}, but this'
@@ -163,28 +178,120 @@ def restore_latest(
       + '\nThe checkpoint was left untouched; use another --workdir (or the'
       ' same config to resume).'
     )
-  try:
-    stored = manager.item_metadata(step)['state']
+
+
+def _reason(e: Exception) -> str:
+  """The gist of an Orbax/TensorStore error, which can run to pages."""
+  gist = str(e).strip().splitlines()[0] if str(e).strip() else ''
+  gist = gist.split(' See full TensorStore')[0][:300].rstrip('.')
+  return f'{type(e).__name__}: {gist}'
+
+
+def _move_aside(workdir: str, step: int) -> str:
+  """Moves step directory `step` to <workdir>/checkpoints_unreadable/."""
+  target_dir = os.path.join(os.path.abspath(workdir), UNREADABLE_DIR)
+  os.makedirs(target_dir, exist_ok=True)
+  target, copy = os.path.join(target_dir, str(step)), 1
+  while os.path.exists(target):  # Keep an earlier one moved at this step.
+    target = os.path.join(target_dir, f'{step}.{copy}')
+    copy += 1
+  os.rename(os.path.join(checkpoint_dir(workdir), str(step)), target)
+  return target
+
+
+def _set_aside(workdir: str, unreadable: list[tuple[int, str]]) -> None:
+  """Moves the unreadable step directories newer than the restored one.
+
+  Left in place, Orbax would list them as the latest steps: the next save
+  at such a step number would collide with the directory, and garbage
+  collection (`keep_checkpoints`) would count them and delete good ones.
+  """
+  if jax.process_index() == 0:
+    for step, reason in unreadable:
+      target = _move_aside(workdir, step)
+      logging.warning(
+        'Moved the unreadable checkpoint of step %d to %s (%s). Nothing was'
+        ' deleted.',
+        step,
+        target,
+        reason,
+      )
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('vi_gen:unreadable_checkpoints_moved')
+
+
+def restore_latest(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  abstract_state: TrainState,
+  repair: bool = False,
+) -> TrainState | None:
+  """The newest readable checkpoint in `workdir`, or None when there is none.
+
+  A checkpoint that cannot be read is skipped, with a warning, for the next
+  older one. With `repair` (training), the skipped ones are then moved to
+  <workdir>/checkpoints_unreadable/<step> so that the run can save those
+  steps again; without it (sampling) nothing is changed.
+
+  Raises:
+    errors.CheckpointError: the newest readable checkpoint belongs to
+      another model or experiment, or its arrays do not fit this config's
+      networks; or checkpoints exist and none can be read. In each case
+      nothing in the workdir is changed.
+  """
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    return None
+  manager = create_manager(workdir, config.keep_checkpoints, create=False)
+  unreadable = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    where = os.path.join(checkpoint_dir(workdir), str(step))
+    try:
+      if not os.path.exists(os.path.join(where, COMMIT_MARKER)):
+        raise FileNotFoundError(f'no {COMMIT_MARKER}: its save never finished')
+      meta = manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+      ).meta
+      stored = manager.item_metadata(step)['state']
+      if stored is None:
+        raise FileNotFoundError(f'{where}/state holds no train state')
+    except Exception as e:  # Orbax raises many types for unreadable files.
+      unreadable.append((step, _reason(e)))
+      logging.warning('Cannot read the checkpoint %s (%s).', where, _reason(e))
+      continue
+    # Not corruption: a clear error, before anything is moved.
+    _check_same_experiment(where, meta, config)
     mismatched = shape_differences(stored, abstract_state)
-    if not mismatched:
-      restored = manager.restore(
+    if mismatched:
+      raise errors.CheckpointError(
+        f'Cannot restore the train state from {where}: its arrays do not'
+        ' match the networks this config builds:\n  '
+        + '\n  '.join(mismatched[:10])
+        + f'\n({len(mismatched)} in all.) It was left untouched; use another'
+        ' --workdir.'
+      )
+    try:
+      state = manager.restore(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
-      )
-  except Exception as e:
+      ).state
+    except Exception as e:
+      unreadable.append((step, _reason(e)))
+      logging.warning('Cannot read the checkpoint %s (%s).', where, _reason(e))
+      continue
+    if unreadable:
+      logging.warning('Falling back to the checkpoint of step %d.', step)
+      if repair:
+        _set_aside(workdir, unreadable)
+    return state
+  if unreadable:
+    listing = '\n  '.join(f'step {s}: {r}' for s, r in unreadable)
     raise errors.CheckpointError(
-      f'Cannot restore the train state from {where}: {e}\nIt was left'
-      ' untouched; use another --workdir.'
-    ) from e
-  if mismatched:
-    raise errors.CheckpointError(
-      f'Cannot restore the train state from {where}: its arrays do not match'
-      ' the networks this config builds:\n  '
-      + '\n  '.join(mismatched[:10])
-      + f'\n({len(mismatched)} in all.) It was left untouched; use another'
+      f'No checkpoint in {checkpoint_dir(workdir)} can be read:\n  {listing}\n'
+      'Nothing was changed, and this run does not train from scratch over'
+      ' them. Move that directory away to start over, or use another'
       ' --workdir.'
     )
-  return restored.state
+  return None
 
 
 def save(

@@ -22,4 +22,8 @@ class CheckpointError(VIGenError):
 
 
 class DivergenceError(VIGenError, FloatingPointError):
-  """A loss, gradient or parameter became NaN or inf."""
+  """A loss, a gradient, or an array of the train state became NaN or inf."""
+
+
+class WorkdirError(VIGenError):
+  """The workdir cannot be written (permissions, a file in the way)."""
