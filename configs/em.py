@@ -32,9 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'EM has no celeba preset (see the docstring of configs/em.py); use'
       ' mnist or toy.'
     )
-  config = common.get_base_config()
-  config.model = 'em'
-  config.preset = preset
+  config = common.get_base_config('em', preset)
   config.ema_decay = 0.0
 
   config.num_components = 10  # K; 0 = one per mode of a 2-D mixture.

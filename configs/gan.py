@@ -15,9 +15,7 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = common.parse_preset(arg)
-  config = common.get_base_config()
-  config.model = 'gan'
-  config.preset = preset
+  config = common.get_base_config('gan', preset)
 
   # The reference's experiment 1 (paper.md §4.7): 158,250 iterations = 50
   # epochs of CelebA at batch 64, samples every 100, checkpoints every 1000.

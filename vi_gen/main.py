@@ -3,10 +3,15 @@ r"""Command-line entry point; the work happens in `vi_gen.train`.
   python -m vi_gen.main --config=configs/gan.py:mnist [--workdir=runs/x]
   python -m vi_gen.main --config=configs/gan.py:mnist --mode=sample \
       --num_samples=1000 --output=samples.npy
+  python -m vi_gen.main --config=configs/gan.py:mnist --mode=eval
+  python -m vi_gen.main --config=configs/vae.py:mnist --mode=sample \
+      --output=samples.npy --encode=codes.npy
 
 Without --workdir the run goes to runs/<model>[_<preset>]. Running the same
-command again resumes from the latest checkpoint there. Set
-VI_GEN_DISTRIBUTED=1 (or --distributed) on every host of a multi-host job.
+command again resumes from the latest checkpoint there, exactly. SIGTERM (a
+preempted VM, a scheduler) saves a checkpoint of the current step and exits
+0. Set VI_GEN_DISTRIBUTED=1 (or --distributed) on every host of a multi-host
+job.
 """
 
 import logging as pylogging
@@ -26,12 +31,23 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Run directory (default: runs/<model>[_<preset>]).'
 )
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample'], 'What to do.')
+_MODE = flags.DEFINE_enum(
+  'mode',
+  'train',
+  ['train', 'sample', 'eval'],
+  'train (or resume); sample from, or evaluate, the latest checkpoint.',
+)
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1000, '--mode=sample: N.')
 _OUTPUT = flags.DEFINE_string(
   'output', None, '--mode=sample: output .npy file.'
 )
 _SAMPLE_SEED = flags.DEFINE_integer('sample_seed', 0, '--mode=sample: seed.')
+_ENCODE = flags.DEFINE_string(
+  'encode',
+  None,
+  '--mode=sample, models with an encoder: also save E(x) of --num_samples'
+  ' real examples, drawn as the evaluation draws them, to this .npy file.',
+)
 _DISTRIBUTED = flags.DEFINE_bool(
   'distributed',
   bool(os.environ.get('VI_GEN_DISTRIBUTED')),
@@ -77,15 +93,25 @@ def _run(argv) -> None:
     logging.info('Training %s in %s', config.model, workdir)
     train.train_and_evaluate(config, workdir)
     return
+  if _MODE.value == 'eval':
+    from vi_gen.evaluation import run as eval_run
+
+    print(eval_run.to_json(train.evaluate(config, workdir)))
+    return
   if not _OUTPUT.value:
     raise app.UsageError('--mode=sample needs --output=FILE.npy')
-  samples = train.sample(
-    config, workdir, _NUM_SAMPLES.value, _SAMPLE_SEED.value
-  )
+  outputs = {
+    _OUTPUT.value: train.sample(
+      config, workdir, _NUM_SAMPLES.value, _SAMPLE_SEED.value
+    )
+  }
+  if _ENCODE.value:
+    outputs[_ENCODE.value] = train.encode(config, workdir, _NUM_SAMPLES.value)
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-    np.save(_OUTPUT.value, samples)
-    print(f'Wrote {samples.shape} float32 samples to {_OUTPUT.value}')
+    for path, array in outputs.items():
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      np.save(path, array)
+      print(f'Wrote {array.shape} float32 array to {path}')
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -1,23 +1,114 @@
 """The training loop, shared by every model: `train_and_evaluate(config, workdir)`.
 
-Resume order: 1. the latest checkpoint in `workdir`, if any (its config must
-match); 2. otherwise a fresh initialisation from `config.seed`. Batch `i` and
-the key of iteration `i` are pure functions of (seed, i), so a resumed run
-continues exactly as an uninterrupted one would have.
+Resume order: 1. the newest readable checkpoint in `workdir`, if any (its
+config must match); 2. otherwise a fresh initialisation from `config.seed`.
+Batch `i` and the key of iteration `i` are pure functions of (seed, i), so a
+resumed run continues exactly as an uninterrupted one would have.
+
+SIGTERM (a preempted VM, a scheduler) stops the loop at the next iteration
+boundary with a checkpoint of that step; rerunning the same command resumes
+from it. A NaN or inf in a metric (losses, gradient and parameter norms) or
+anywhere in the train state stops the run, naming the step range, before
+anything of that range is saved.
 """
 
 import math
 import os
+import signal
+import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers
 
 from vi_gen import checkpoint, data, errors, images, methods, parallel
+from vi_gen.evaluation import run as eval_run
 from vi_gen.state import TrainState
+
+# Fields that count or size something, so must be integers >= 1.
+POSITIVE_INTS = (
+  'num_steps',
+  'batch_size',
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'sample_every_steps',
+  'keep_checkpoints',
+  'num_grid_samples',
+  'data.image_size',
+  'data.shuffle_buffer',
+  'eval.batch_size',
+  'eval.num_samples',
+  'eval.num_reference',
+  'eval.kid_subsets',
+  'eval.kid_subset_size',
+  'eval.is_splits',
+  'eval.num_mode_samples',
+  'eval.num_heldout',
+  'eval.iwae_samples',
+  'eval.iwae_chunk',
+)
+
+
+def _is_int(value) -> bool:
+  # A locked ConfigDict lets True into an int field.
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_values(flat: dict) -> None:
+  """Rules for every field of the flattened config: set (not None) and, for
+  numbers, finite.
+
+  A locked ConfigDict already rejects most wrong types, but lets None into
+  any field, bool into int fields, and NaN/inf into float fields; the
+  command line lets anything into a tuple.
+  """
+  for name, value in flat.items():
+    items = value if isinstance(value, list) else [value]
+    if any(v is None for v in items):
+      raise errors.ConfigError(f'{name} must be set, got {value!r}.')
+    if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+      raise errors.ConfigError(f'{name} must be finite, got {value!r}.')
+
+
+def _check_networks(config: ml_collections.ConfigDict) -> None:
+  """The fields that several models share: latent size and network shapes."""
+
+  def require(ok: bool, message: str) -> None:
+    if not ok:
+      raise errors.ConfigError(message)
+
+  if 'latent_dim' in config:
+    require(
+      _is_int(config.latent_dim) and config.latent_dim >= 1,
+      f'latent_dim must be >= 1 (an integer), got {config.latent_dim!r}.',
+    )
+  network = config.get('network', {})
+  for name in network:
+    value = network[name]
+    if name.endswith('widths'):
+      require(
+        isinstance(value, tuple) and all(_is_int(w) and w >= 1 for w in value),
+        f'network.{name} must be a tuple of integers >= 1, got {value!r}.',
+      )
+    elif name == 'kernel_size':
+      require(
+        _is_int(value) and value >= 1,
+        f'network.kernel_size must be >= 1 (an integer), got {value!r}.',
+      )
+  shape = data.example_shape(config.data)
+  if 'g_widths' in network and len(shape) == 3:
+    scale = 2 ** len(network.g_widths)
+    require(
+      len(network.g_widths) >= 1 and shape[0] % scale == 0,
+      f'The generator doubles its {len(network.g_widths)}-layer base'
+      f' network.g_widths={network.g_widths!r} up to the image size'
+      f' {shape[0]}, which must be divisible by 2**len(g_widths) = {scale}.',
+    )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -27,11 +118,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise errors.ConfigError(message)
 
-  positive = ('num_steps', 'batch_size', 'log_every_steps')
-  positive += ('checkpoint_every_steps', 'sample_every_steps')
-  positive += ('keep_checkpoints', 'num_grid_samples')
-  for name in positive:
-    require(config[name] >= 1, f'{name} must be >= 1, got {config[name]}.')
+  flat = checkpoint.flatten(config.to_dict())
+  _check_values(flat)
+  for name in POSITIVE_INTS:
+    value = flat[name]
+    require(
+      _is_int(value) and value >= 1,
+      f'{name} must be >= 1 (an integer), got {value!r}.',
+    )
+  require(
+    _is_int(config.seed) and 0 <= config.seed < 2**63,
+    f'seed must be an integer in [0, 2**63), got {config.seed!r}.',
+  )
   optim = config.optim
   require(optim.lr > 0, f'optim.lr must be > 0, got {optim.lr}.')
   require(0 <= optim.b1 < 1, f'optim.b1 must be in [0, 1), got {optim.b1}.')
@@ -56,10 +154,66 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     f' {config.data.crop_size}.',
   )
   require(
+    config.data.resize in data.RESIZE_METHODS,
+    f'data.resize must be one of {data.RESIZE_METHODS}, got'
+    f' {config.data.resize!r}.',
+  )
+  require(
+    bool(config.data.split), "data.split must name a TFDS split, e.g. 'train'."
+  )
+  require(
     0 <= config.ema_decay < 1,
     f'ema_decay must be in [0, 1) (0 = off), got {config.ema_decay}.',
   )
-  methods.get(config.model).check_config(config)
+  require(
+    _is_int(config.debug.nan_at_step) and config.debug.nan_at_step >= 0,
+    'debug.nan_at_step must be an integer >= 0 (0 = off), got'
+    f' {config.debug.nan_at_step!r}.',
+  )
+  require(
+    _is_int(config.eval_every_steps) and config.eval_every_steps >= 0,
+    'eval_every_steps must be an integer >= 0 (0 = off), got'
+    f' {config.eval_every_steps!r}.',
+  )
+  require(
+    config.eval.mmd_bandwidth >= 0,
+    'eval.mmd_bandwidth must be >= 0 (0 = median heuristic), got'
+    f' {config.eval.mmd_bandwidth}.',
+  )
+  eval_run.select_groups(config, config.eval)
+  _check_networks(config)
+  try:
+    methods.get(config.model).check_config(config)
+  except (AttributeError, KeyError) as e:
+    raise errors.ConfigError(
+      f'This config lacks fields that model {config.model!r} needs ({e});'
+      f' start from configs/{config.model}.py.'
+    ) from e
+
+
+def check_workdir(workdir: str) -> None:
+  """Fails before anything is compiled when the run could not save.
+
+  Checks the workdir and its checkpoints/ where they exist, else the
+  nearest existing parent that would hold them.
+
+  Raises:
+    errors.WorkdirError: naming the path and what is wrong with it.
+  """
+  for path in (os.path.abspath(workdir), checkpoint.checkpoint_dir(workdir)):
+    existing = path
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+      problem = f'{existing} exists and is not a directory'
+    elif not os.access(existing, os.W_OK | os.X_OK):
+      problem = f'{existing} is not writable'
+    else:
+      continue
+    raise errors.WorkdirError(
+      f'Cannot write to the workdir {os.path.abspath(workdir)}: {problem}.'
+      ' Choose another --workdir.'
+    )
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
@@ -69,10 +223,9 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
 
 
 class _Setup:
-  """What both training and sampling build from a config."""
+  """What both training and sampling build from a (checked) config."""
 
   def __init__(self, config: ml_collections.ConfigDict):
-    check_config(config)
     parallel.check_batch_size(config.batch_size)
     self.mesh = parallel.create_mesh()
     self.replicated = parallel.replicated(self.mesh)
@@ -82,11 +235,13 @@ class _Setup:
     keys = jax.random.split(jax.random.key(config.seed), 3)
     self.init_key, self.loop_key, self.grid_key = keys
 
-  def restore_or_init(self, config, workdir: str) -> TrainState | None:
+  def restore_or_init(
+    self, config, workdir: str, repair: bool = False
+  ) -> TrainState | None:
     abstract = checkpoint.abstract_like(
       jax.eval_shape(self.method.init, self.init_key), self.replicated
     )
-    return checkpoint.restore_latest(workdir, config, abstract)
+    return checkpoint.restore_latest(workdir, config, abstract, repair)
 
   def init(self) -> TrainState:
     return jax.jit(self.method.init, out_shardings=self.replicated)(
@@ -94,19 +249,94 @@ class _Setup:
     )
 
 
-def _summarize(pending: list[dict], first: int, last: int) -> dict[str, float]:
-  """Means of the metrics of iterations first..last; stops on NaN/inf."""
+class _StopRequest:
+  """SIGTERM, or Orbax's multi-host preemption notice, as a flag.
+
+  The loop polls `requested` at every iteration boundary and then saves and
+  stops. The handler only sets the flag: acting inside it could interrupt
+  an Orbax save or a device transfer halfway. On multi-host runs JAX's
+  preemption service catches SIGTERM itself and `reached_preemption` makes
+  every host stop at the same step; a Python handler there would replace
+  the service's and let the hosts disagree, so none is installed. Nor is
+  one outside the main thread, where Python cannot install it.
+  """
+
+  def __init__(self):
+    self._previous = None
+    self.reason = ''
+
+  def __enter__(self) -> '_StopRequest':
+    single = jax.process_count() == 1
+    main = threading.current_thread() is threading.main_thread()
+    # None: a handler installed outside Python, which could not be restored.
+    previous = signal.getsignal(signal.SIGTERM)
+    if single and main and previous is not None:
+      signal.signal(signal.SIGTERM, self._handle)
+      self._previous = previous
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def _handle(self, signum: int, frame) -> None:
+    del frame
+    self.reason = signal.Signals(signum).name
+
+  def requested(self, step: int, manager: ocp.CheckpointManager) -> bool:
+    # Called at every step on every host, as reached_preemption needs.
+    if manager.reached_preemption(step):
+      self.reason = self.reason or 'a preemption notice'
+    return bool(self.reason)
+
+
+@jax.jit
+def _finite_leaves(state: TrainState) -> jax.Array:
+  return jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(state)])
+
+
+def _check_finite(
+  pending: list[dict],
+  first: int,
+  last: int,
+  state: TrainState,
+  saved_step: int | None,
+) -> dict[str, float]:
+  """Means of the metrics of iterations first..last.
+
+  Raises:
+    errors.DivergenceError: a metric or an array of the state (params,
+      BatchNorm statistics, optimizer states, old and EMA params; not
+      `extras`) holds NaN or inf. The metrics alone miss the arrays that no
+      metric summarizes.
+  """
   stacked = jax.device_get(pending)
-  summary = {}
-  for name in stacked[0]:
+  summary, broken = {}, []
+  for name in stacked[0] if stacked else ():
     values = np.asarray([m[name] for m in stacked], np.float64)
-    if not np.all(np.isfinite(values)):
-      raise errors.DivergenceError(
-        f'{name} became NaN or inf somewhere within steps [{first}, {last}].'
-        ' Training stopped; the last checkpoint (before that range) is'
-        ' intact.'
-      )
-    summary[name] = float(values.mean())
+    if np.all(np.isfinite(values)):
+      summary[name] = float(values.mean())
+    else:
+      broken.append(name)
+  # `extras` may hold NaN on purpose (EM's curve marks unused slots so).
+  checked = state.replace(extras={})
+  finite = np.asarray(jax.device_get(_finite_leaves(checked)))
+  names = checkpoint.leaf_names(checked)
+  broken += [
+    f'state.{n}' for n, ok in zip(names, finite, strict=True) if not ok
+  ]
+  if broken:
+    shown = ', '.join(broken[:8]) + (', ...' if len(broken) > 8 else '')
+    kept = (
+      'no checkpoint was written'
+      if saved_step is None
+      else f'the last checkpoint, of step {saved_step}, is intact'
+    )
+    raise errors.DivergenceError(
+      f'NaN or inf within steps [{first}, {last}] in {shown}. Training'
+      f' stopped and {kept}. JAX_DEBUG_NANS=True finds the operation that'
+      ' makes the first NaN (slowly).'
+    )
   return summary
 
 
@@ -117,25 +347,43 @@ def train_and_evaluate(
 
   Writes to `workdir`: checkpoints/ (Orbax), TensorBoard events, and
   <picture>/step_<N>.png for each of the method's pictures (for the GAN,
-  samples/ from a fixed latent batch).
+  samples/ from a fixed latent batch). On SIGTERM, saves the current step
+  and returns early.
 
   Raises:
-    errors.VIGenError: bad config, missing data, unusable checkpoint (all
-      before anything is written), or divergence (after the last good
-      checkpoint was kept).
+    errors.VIGenError: bad config, unwritable workdir, missing data,
+      unusable checkpoint (all before anything is written), or divergence
+      (after the last good checkpoint was kept).
   """
+  check_config(config)
+  check_workdir(workdir)
+  # From here on SIGTERM stops the run at the next iteration boundary, also
+  # when it comes while the run restores or compiles.
+  with _StopRequest() as stop:
+    return _train(config, workdir, stop)
+
+
+def _train(
+  config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest
+) -> TrainState:
+  """The body of `train_and_evaluate`, after the checks."""
   setup = _Setup(config)
   method = setup.method
   dataset = data.create_dataset(config)
-  state = setup.restore_or_init(config, workdir)
+  # Pictures always show the same latents and the same real examples.
+  # Drawn now, so that a dataset smaller than a batch fails before writing.
+  reference = next(dataset.host_batches(0))
+  state = setup.restore_or_init(config, workdir, repair=True)
+  saved_step = None if state is None else int(jax.device_get(state.step))
   if state is None:
     state = setup.init()
     logging.info('Initialised %s from seed %d.', config.model, config.seed)
+  else:
+    logging.info('Resumed from the checkpoint at step %d.', saved_step)
   step = int(jax.device_get(state.step))
-  if step:
-    logging.info('Resumed from the checkpoint at step %d.', step)
 
-  # Only now is anything written.
+  # Only now is anything written, apart from unreadable checkpoints that
+  # were set aside.
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(
@@ -154,15 +402,30 @@ def train_and_evaluate(
     donate_argnums=0,
     out_shardings=(setup.replicated, setup.replicated),
   )
-  # Pictures always show the same latents and the same real examples.
-  reference = next(dataset.host_batches(0))
+
+  evaluator = None
+  if config.eval_every_steps:
+    evaluator = eval_run.Evaluator(config, workdir)
 
   pending, first_pending = [], step + 1
   last_log_time, last_log_step = time.time(), step
   try:
     with metric_writers.ensure_flushes(writer):
       while step < config.num_steps:
+        if stop.requested(step, manager):
+          if step not in (saved_step, 0):
+            _check_finite(pending, first_pending, step, state, saved_step)
+            checkpoint.save(manager, state, config)
+          logging.warning(
+            'Stopped by %s at step %d; run the same command to resume from'
+            ' there.',
+            stop.reason,
+            step,
+          )
+          break
         local = np.stack([next(batches) for _ in range(per_iteration)])
+        if step + 1 == config.debug.nan_at_step:
+          local = np.full_like(local, np.nan)
         batch = parallel.to_global(local, batch_sharding)
         key = jax.random.fold_in(setup.loop_key, step)
         state, metrics = iteration(state, batch, key)
@@ -172,9 +435,13 @@ def train_and_evaluate(
         last = step == config.num_steps
         log = step % config.log_every_steps == 0 or last
         save = step % config.checkpoint_every_steps == 0 or last
-        if log or save:
-          # Checked before every save, so no checkpoint holds NaNs.
-          summary = _summarize(pending, first_pending, step)
+        draw = step % config.sample_every_steps == 0 or last
+        if log or save or draw:
+          # Checked before anything reads the state, so no checkpoint or
+          # picture holds NaNs.
+          summary = _check_finite(
+            pending, first_pending, step, state, saved_step
+          )
           pending, first_pending = [], step + 1
           if log:
             now = time.time()
@@ -189,7 +456,7 @@ def train_and_evaluate(
               rate,
               time.strftime('%H:%M:%S', time.gmtime(math.ceil(eta))),
             )
-        if (step % config.sample_every_steps == 0 or last) and is_main:
+        if draw and is_main:
           pictures = method.pictures(state, setup.grid_key, reference)
           for name, picture in pictures.items():
             images.save_png(
@@ -198,10 +465,69 @@ def train_and_evaluate(
           writer.write_images(step, {k: v[None] for k, v in pictures.items()})
         if save:
           checkpoint.save(manager, state, config)
+          saved_step = step
+        if evaluator and (step % config.eval_every_steps == 0 or last):
+          # After the save: a failing metric loses no training.
+          results = evaluator(state, step)
+          _report(results, workdir, writer, is_main)
   finally:
     manager.wait_until_finished()
     manager.close()
   return state
+
+
+def _report(
+  results: dict,
+  workdir: str,
+  writer: metric_writers.MetricWriter,
+  is_main: bool,
+) -> None:
+  """Writes eval_<step>.json and logs the finite metrics as eval/<name>."""
+  scalars = {
+    f'eval/{name}': value
+    for name, value in results['metrics'].items()
+    if math.isfinite(value)
+  }
+  writer.write_scalars(results['step'], scalars)
+  if is_main:
+    path = eval_run.write_results(workdir, results)
+    logging.info(
+      'Evaluation at step %d: %s (%s)', results['step'], scalars, path
+    )
+
+
+def _restore(setup: _Setup, config, workdir: str, mode: str) -> TrainState:
+  """The latest checkpoint, for --mode=sample and --mode=eval."""
+  state = setup.restore_or_init(config, workdir)
+  if state is None:
+    raise errors.CheckpointError(
+      f'No checkpoint in {checkpoint.checkpoint_dir(workdir)}: train first'
+      f' (the same --config and --workdir without --mode={mode}).'
+    )
+  return state
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Computes config.eval's metrics of the latest checkpoint in `workdir`.
+
+  Writes workdir/eval_<step>.json (every metric with its recipe) and
+  returns the same dict.
+
+  Raises:
+    errors.CheckpointError: no checkpoint, or one of another experiment.
+    errors.ConfigError: a requested metric cannot be computed.
+  """
+  check_config(config)
+  setup = _Setup(config)
+  evaluator = eval_run.Evaluator(config, workdir)
+  state = _restore(setup, config, workdir, 'eval')
+  results = evaluator(state, int(jax.device_get(state.step)))
+  writer = metric_writers.create_default_writer(
+    workdir, just_logging=jax.process_index() != 0
+  )
+  with metric_writers.ensure_flushes(writer):
+    _report(results, workdir, writer, jax.process_index() == 0)
+  return results
 
 
 def sample(
@@ -217,13 +543,9 @@ def sample(
   """
   if num_samples < 1:
     raise errors.ConfigError(f'num_samples must be >= 1, got {num_samples}.')
+  check_config(config)
   setup = _Setup(config)
-  state = setup.restore_or_init(config, workdir)
-  if state is None:
-    raise errors.CheckpointError(
-      f'No checkpoint in {checkpoint.checkpoint_dir(workdir)}: train first'
-      ' (same --config and --workdir, without --mode).'
-    )
+  state = _restore(setup, config, workdir, 'sample')
   generate = jax.jit(setup.method.generate)
   key = jax.random.key(seed)
   chunks, done = [], 0
@@ -233,3 +555,34 @@ def sample(
     chunks.append(np.asarray(jax.device_get(generate(state, z)), np.float32))
     done += size
   return np.concatenate(chunks)
+
+
+def encode(
+  config: ml_collections.ConfigDict, workdir: str, num_examples: int
+) -> np.ndarray:
+  """E(x) of `num_examples` real examples, drawn as the evaluation draws
+  them (`eval_run.real_examples`), from the latest checkpoint: float32
+  [N, latent_dim], a Gaussian encoder's mean.
+
+  Raises:
+    errors.ConfigError: the model has no encoder, or num_examples < 1.
+  """
+  if num_examples < 1:
+    raise errors.ConfigError(f'num_samples must be >= 1, got {num_examples}.')
+  check_config(config)
+  setup = _Setup(config)
+  if not hasattr(setup.method, 'reconstruct'):
+    raise errors.ConfigError(
+      f'Model {config.model!r} has no encoder; --encode works for vae, aae'
+      ' and ali.'
+    )
+  state = _restore(setup, config, workdir, 'sample')
+  x, _ = eval_run.real_examples(
+    config.data, num_examples, config.eval.split, config.eval.seed
+  )
+  reconstruct = jax.jit(setup.method.reconstruct)
+  codes = [
+    np.asarray(reconstruct(state, x[i : i + config.batch_size])[0], np.float32)
+    for i in range(0, len(x), config.batch_size)
+  ]
+  return np.concatenate(codes)
