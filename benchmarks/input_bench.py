@@ -37,7 +37,6 @@ import time
 import jax
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import gan as gan_config
@@ -62,28 +61,8 @@ def synthetic_jpeg(index: int) -> bytes:
 
 def build_synthetic_celeba(data_dir: str, num_examples: int) -> float:
   """A prepared TFDS celeb_a of synthetic JPEGs; returns their mean size."""
-  features = tfds.builder('celeb_a', data_dir=data_dir).info.features
   jpegs = [synthetic_jpeg(i) for i in range(num_examples)]
-
-  def examples():
-    for i, jpeg in enumerate(jpegs):
-      yield (
-        str(i),
-        {
-          'image': io.BytesIO(jpeg),
-          'landmarks': dict.fromkeys(features['landmarks'].keys(), 0),
-          'attributes': dict.fromkeys(features['attributes'].keys(), False),
-          'identity': {'Identity_No': i},
-        },
-      )
-
-  tfds.dataset_builders.store_as_tfds_dataset(
-    name='celeb_a',
-    version='2.1.0',
-    features=features,
-    split_datasets={'train': examples()},
-    data_dir=data_dir,
-  )
+  data.store_celeba(data_dir, {'train': jpegs})
   return float(np.mean([len(jpeg) for jpeg in jpegs]))
 
 

@@ -26,33 +26,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 26  # 26 // 3 hosts = 8 each: two examples are dropped.
 
 
-def build_tiny_celeba(data_dir: str) -> None:
-  """A prepared TFDS celeb_a 2.1.0 in `data_dir` with NUM_EXAMPLES examples."""
-  features = tfds.builder('celeb_a', data_dir=data_dir).info.features
-
-  def example(i: int) -> dict:
-    return {
-      'image': np.full((218, 178, 3), 10 + 8 * i, np.uint8),
-      'landmarks': dict.fromkeys(features['landmarks'].keys(), 0),
-      'attributes': dict.fromkeys(features['attributes'].keys(), False),
-      'identity': {'Identity_No': i},
-    }
-
-  tfds.dataset_builders.store_as_tfds_dataset(
-    name='celeb_a',
-    version='2.1.0',
-    features=features,
-    split_datasets={
-      'train': [(str(i), example(i)) for i in range(NUM_EXAMPLES)]
-    },
-    data_dir=data_dir,
-  )
+def grey_images(num: int) -> list[np.ndarray]:
+  """CelebA-sized images, image i a flat grey 10 + 8 i (so it is known
+  which example a batch row holds)."""
+  return [np.full((218, 178, 3), 10 + 8 * i, np.uint8) for i in range(num)]
 
 
 @pytest.fixture(scope='module')
 def tiny_celeba(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  build_tiny_celeba(data_dir)
+  data.store_celeba(data_dir, {'train': grey_images(NUM_EXAMPLES)})
   return data_dir
 
 

@@ -18,7 +18,7 @@ from configs import ali as ali_config
 from configs import em as em_config
 from configs import gan as gan_config
 from configs import vae as vae_config
-from vi_gen import checkpoint, errors, train
+from vi_gen import checkpoint, data, errors, train
 from vi_gen.evaluation import (
   defaults,
   inception,
@@ -185,25 +185,8 @@ def test_evaluator_computes_the_metrics_that_apply(
 
 def test_celeba_reference_images_are_a_seeded_shuffle_of_the_split(tmp_path):
   """On a tiny prepared celeb_a whose image i is a flat grey 10 + 8 i."""
-  import tensorflow_datasets as tfds
-
-  features = tfds.builder('celeb_a', data_dir=str(tmp_path)).info.features
-
-  def example(i):
-    return {
-      'image': np.full((218, 178, 3), 10 + 8 * i, np.uint8),
-      'landmarks': dict.fromkeys(features['landmarks'].keys(), 0),
-      'attributes': dict.fromkeys(features['attributes'].keys(), False),
-      'identity': {'Identity_No': i},
-    }
-
-  tfds.dataset_builders.store_as_tfds_dataset(
-    name='celeb_a',
-    version='2.1.0',
-    features=features,
-    split_datasets={'test': [(str(i), example(i)) for i in range(12)]},
-    data_dir=str(tmp_path),
-  )
+  grey = [np.full((218, 178, 3), 10 + 8 * i, np.uint8) for i in range(12)]
+  data.store_celeba(str(tmp_path), {'test': grey})
   data_config = gan_config.get_config('celeba').data
   data_config.data_dir = str(tmp_path)
 
