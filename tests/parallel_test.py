@@ -199,6 +199,54 @@ def test_checkpoint_written_on_1_device_restores_on_4(runs):
     assert len(leaf.sharding.device_set) == 4
 
 
+@pytest.mark.slow
+def test_command_line_trains_on_two_processes_given_the_cluster(tmp_path):
+  """`python -m vi_gen.main --distributed` with the coordinator flags that
+  plain GPU machines need: both processes train, process 0 writes."""
+  address = f'127.0.0.1:{free_port()}'
+  processes = [
+    start(
+      [
+        sys.executable,
+        '-m',
+        'vi_gen.main',
+        '--config=configs/gan.py:test',
+        f'--workdir={tmp_path}',
+        '--distributed',
+        f'--coordinator_address={address}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ]
+    )
+    for i in range(2)
+  ]
+  for process in processes:
+    finish(process)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
+  assert len(os.listdir(tmp_path / 'samples')) == 2
+
+
+@pytest.mark.slow
+def test_cluster_flags_without_distributed_are_refused(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'vi_gen.main',
+      '--config=configs/gan.py:test',
+      f'--workdir={tmp_path}/run',
+      '--num_processes=2',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode != 0
+  assert '--num_processes need --distributed' in result.stderr
+  assert not (tmp_path / 'run').exists()
+
+
 def test_mesh_is_one_auto_data_axis_over_all_devices():
   mesh = parallel.create_mesh()
   assert dict(mesh.shape) == {'data': 4}

@@ -11,7 +11,8 @@ Without --workdir the run goes to runs/<model>[_<preset>]. Running the same
 command again resumes from the latest checkpoint there, exactly. SIGTERM (a
 preempted VM, a scheduler) saves a checkpoint of the current step and exits
 0. Set VI_GEN_DISTRIBUTED=1 (or --distributed) on every host of a multi-host
-job.
+job; outside TPU VMs, Slurm and Open MPI also --coordinator_address,
+--num_processes and --process_id.
 """
 
 import logging as pylogging
@@ -53,6 +54,17 @@ _DISTRIBUTED = flags.DEFINE_bool(
   bool(os.environ.get('VI_GEN_DISTRIBUTED')),
   'Call jax.distributed.initialize() (multi-host runs).',
 )
+# JAX detects these on TPU VMs, under Slurm and Open MPI; elsewhere (plain
+# GPU machines) every process needs all three.
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, '--distributed: host:port of process 0.'
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  'num_processes', None, '--distributed: how many processes in all.'
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  'process_id', None, '--distributed: this process, 0 .. num_processes-1.'
+)
 flags.mark_flags_as_required(['config'])
 
 
@@ -79,8 +91,16 @@ def _run(argv) -> None:
 
   from vi_gen import train
 
+  cluster = {
+    'coordinator_address': _COORDINATOR.value,
+    'num_processes': _NUM_PROCESSES.value,
+    'process_id': _PROCESS_ID.value,
+  }
+  given = [f'--{name}' for name, value in cluster.items() if value is not None]
+  if given and not _DISTRIBUTED.value:
+    raise app.UsageError(f'{", ".join(given)} need --distributed.')
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**cluster)
   logging.info(
     'JAX process %d/%d, local devices: %s',
     jax.process_index(),

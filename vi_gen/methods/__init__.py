@@ -9,7 +9,10 @@
   method.pictures(state, key, reference) -> {name: uint8 [H, W, C]}
   Method.check_config(config)              # static; raises ConfigError
 
-The training loop only talks to this interface.
+Models with an encoder (VAE, AAE, ALI) also have
+`method.reconstruct(state, x) -> (E(x), G(E(x)))`, which the evaluation and
+`--encode` use; EM has `method.mixture(state)`. The training loop only talks
+to this interface.
 """
 
 from vi_gen import errors
