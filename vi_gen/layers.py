@@ -167,14 +167,9 @@ def _check_kernel_size(kernel_size: int) -> None:
     raise ValueError(f'kernel_size must be at least 2, got {kernel_size}.')
 
 
-class ConvTranspose2x(nn.Module):
-  """`nn.ConvTranspose(features, (k, k), strides=(2, 2), padding='SAME')`.
-
-  Same output (an NHWC input of size H x W gives 2H x 2W), same parameters
-  (`kernel` [k, k, in, features], `bias` [features]) and same initialisation
-  as the flax layer with its default `transpose_kernel=False`, but computed
-  as four stride-1 convolutions whose outputs are interleaved, which XLA:CPU
-  runs many times faster, forward and backward.
+class _Stride2(nn.Module):
+  """The fields and parameters of flax's conv layers, shared by the two
+  fast layers so that their checkpoints are interchangeable with flax's.
 
   Attributes:
     features: Number of output channels.
@@ -190,9 +185,8 @@ class ConvTranspose2x(nn.Module):
   kernel_init: Initializer = nn.linear.default_kernel_init
   bias_init: Initializer = nn.initializers.zeros_init()
 
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    """Upsamples NHWC `x` [N, H, W, C] to [N, 2H, 2W, F], F = `features`."""
+  def _params(self, x: Array) -> tuple[Array, Array, Array | None]:
+    """(x, kernel, bias or None), promoted to one dtype."""
     k = self.kernel_size
     _check_kernel_size(k)
     kernel = self.param(
@@ -203,17 +197,33 @@ class ConvTranspose2x(nn.Module):
       if self.use_bias
       else None
     )
-    x, kernel, bias = promote_dtype(x, kernel, bias)
+    return promote_dtype(x, kernel, bias)
+
+
+class ConvTranspose2x(_Stride2):
+  """`nn.ConvTranspose(features, (k, k), strides=(2, 2), padding='SAME')`.
+
+  Same output (an NHWC input of size H x W gives 2H x 2W), same parameters
+  (`kernel` [k, k, in, features], `bias` [features]) and same initialisation
+  as the flax layer with its default `transpose_kernel=False`, but computed
+  as four stride-1 convolutions whose outputs are interleaved, which XLA:CPU
+  runs many times faster, forward and backward.
+  """
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """Upsamples NHWC `x` [N, H, W, C] to [N, 2H, 2W, F], F = `features`."""
+    x, kernel, bias = self._params(x)
     # lax.conv_transpose pads the dilated input by ceil(k / 2) before for
     # 'SAME' with stride 2 (and k > 1); the output size fixes the rest.
-    pad_before = -(-k // 2)
+    pad_before = -(-self.kernel_size // 2)
     y = _phase_conv(
       x, kernel, (pad_before, pad_before), (2 * x.shape[1], 2 * x.shape[2])
     )
     return y if bias is None else y + bias
 
 
-class Conv2x(nn.Module):
+class Conv2x(_Stride2):
   """`nn.Conv(features, (k, k), strides=(2, 2), padding='SAME')`.
 
   Same output (an NHWC input of size H x W gives ceil(H/2) x ceil(W/2)),
@@ -223,34 +233,11 @@ class Conv2x(nn.Module):
   dilated convolution that XLA:CPU runs very slowly, is computed by a custom
   VJP as four stride-1 convolutions whose outputs are interleaved. Reverse
   mode only: `jax.jvp` through this layer is not supported.
-
-  Attributes:
-    features: Number of output channels.
-    kernel_size: Height and width of the kernel, at least 2.
-    use_bias: Whether to add a bias.
-    kernel_init: Initializer of the kernel.
-    bias_init: Initializer of the bias.
   """
-
-  features: int
-  kernel_size: int = 5
-  use_bias: bool = True
-  kernel_init: Initializer = nn.linear.default_kernel_init
-  bias_init: Initializer = nn.initializers.zeros_init()
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     """Downsamples NHWC `x` [N, H, W, C] to [N, ceil(H/2), ceil(W/2), F]."""
-    k = self.kernel_size
-    _check_kernel_size(k)
-    kernel = self.param(
-      'kernel', self.kernel_init, (k, k, x.shape[-1], self.features)
-    )
-    bias = (
-      self.param('bias', self.bias_init, (self.features,))
-      if self.use_bias
-      else None
-    )
-    x, kernel, bias = promote_dtype(x, kernel, bias)
+    x, kernel, bias = self._params(x)
     y = _strided_conv(x, kernel)
     return y if bias is None else y + bias

@@ -13,6 +13,7 @@ logit; the AAE's latent discriminator is `MLPDiscriminator` on z. Images
 ([H, W, C]) get the convolutional networks, points ([D]) the MLPs.
 """
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -34,12 +35,17 @@ def _batch_norm(train: bool) -> nn.BatchNorm:
   )
 
 
-def _conv_transpose(features: int, kernel: int, fast: bool, use_bias: bool):
+def _stride2(
+  features: int, kernel: int, fast: bool, use_bias: bool, transpose: bool
+) -> nn.Module:
+  """A stride-2 'SAME' conv (transposed: upsampling), fast or flax's."""
   if fast:
-    return layers.ConvTranspose2x(
+    layer = layers.ConvTranspose2x if transpose else layers.Conv2x
+    return layer(
       features, kernel_size=kernel, use_bias=use_bias, kernel_init=_INIT
     )
-  return nn.ConvTranspose(
+  layer = nn.ConvTranspose if transpose else nn.Conv
+  return layer(
     features,
     (kernel, kernel),
     strides=(2, 2),
@@ -49,19 +55,8 @@ def _conv_transpose(features: int, kernel: int, fast: bool, use_bias: bool):
   )
 
 
-def _conv(features: int, kernel: int, fast: bool, use_bias: bool):
-  if fast:
-    return layers.Conv2x(
-      features, kernel_size=kernel, use_bias=use_bias, kernel_init=_INIT
-    )
-  return nn.Conv(
-    features,
-    (kernel, kernel),
-    strides=(2, 2),
-    padding='SAME',
-    use_bias=use_bias,
-    kernel_init=_INIT,
-  )
+_conv_transpose = functools.partial(_stride2, transpose=True)
+_conv = functools.partial(_stride2, transpose=False)
 
 
 def _conv_trunk(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
