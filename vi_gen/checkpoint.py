@@ -65,7 +65,9 @@ def create_manager(
   left unfinished: they never held a complete checkpoint.
   """
   options = ocp.CheckpointManagerOptions(
-    max_to_keep=keep,
+    # A reader neither saves nor deletes (Orbax warns otherwise).
+    max_to_keep=keep if create else None,
+    save_interval_steps=1 if create else 0,
     create=create,
     read_only=not create,
     cleanup_tmp_directories=create,

@@ -69,12 +69,16 @@ flags.mark_flags_as_required(['config'])
 
 
 class _QuietOrbax(pylogging.Filter):
-  """Drops Orbax's per-save INFO lines, which bury the training log."""
+  """Drops Orbax's per-save INFO lines, which bury the training log, and
+  its warning that a directory opened read-only (by --mode=sample and
+  --mode=eval, on purpose) is read-only."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    return (
-      record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
-    )
+    if '/orbax/' not in record.pathname:
+      return True
+    if record.getMessage().startswith('Given directory is read only'):
+      return False
+    return record.levelno >= pylogging.WARNING
 
 
 def _run(argv) -> None:

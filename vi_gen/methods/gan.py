@@ -101,27 +101,31 @@ class GAN:
     def loss_fn(params):
       # D sees the real and the fake batch separately, as in the reference,
       # so each gets its own BatchNorm statistics.
+      d = params['discriminator']
       real_logits, stats = common.apply(
-        self.discriminator, params, d_stats, real, train=True
+        self.discriminator, d, d_stats, real, train=True
       )
       fake_logits, stats = common.apply(
-        self.discriminator, params, stats, fake, train=True
+        self.discriminator, d, stats, fake, train=True
       )
       loss = losses.discriminator_loss(real_logits, fake_logits)
       return loss, (stats, real_logits, fake_logits)
 
-    (loss, (d_stats, real_logits, fake_logits)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True
-    )(d_params)
-    updates, d_opt = self.txs['discriminator'].update(grads, d_opt, d_params)
-    d_params = optax.apply_updates(d_params, updates)
+    params, opt_states, loss, aux, grad_norm = common.descend(
+      self.txs,
+      loss_fn,
+      {'discriminator': d_params},
+      {'discriminator': d_opt},
+    )
+    d_stats, real_logits, fake_logits = aux
     metrics = {
       'd_loss': loss,
       'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
       'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
-      'd_grad_norm': optax.tree.norm(grads),
+      'd_grad_norm': grad_norm,
     }
-    return (d_params, d_opt, d_stats), metrics
+    carry = params['discriminator'], opt_states['discriminator'], d_stats
+    return carry, metrics
 
   def _g_step(self, d_params, d_stats, z, old_fake, carry, _):
     """One G step of eq. (26) (eq. 20 when reg_weight is 0)."""
@@ -129,7 +133,9 @@ class GAN:
     weight = self.config.reg_weight
 
     def loss_fn(params):
-      fake, stats = common.apply(self.generator, params, g_stats, z, train=True)
+      fake, stats = common.apply(
+        self.generator, params['generator'], g_stats, z, train=True
+      )
       # D's statistics are not updated by G's steps.
       logits, _ = common.apply(
         self.discriminator, d_params, d_stats, fake, train=True
@@ -145,18 +151,17 @@ class GAN:
         regularizer,
       )
 
-    (loss, (g_stats, adversarial, regularizer)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True
-    )(g_params)
-    updates, g_opt = self.txs['generator'].update(grads, g_opt, g_params)
-    g_params = optax.apply_updates(g_params, updates)
+    params, opt_states, loss, aux, grad_norm = common.descend(
+      self.txs, loss_fn, {'generator': g_params}, {'generator': g_opt}
+    )
+    g_stats, adversarial, regularizer = aux
     metrics = {
       'g_loss': loss,
       'g_adversarial': adversarial,
       'g_regularizer': regularizer,
-      'g_grad_norm': optax.tree.norm(grads),
+      'g_grad_norm': grad_norm,
     }
-    return (g_params, g_opt, g_stats), metrics
+    return (params['generator'], opt_states['generator'], g_stats), metrics
 
   def iteration(
     self, state: TrainState, batch: jax.Array, key: jax.Array
