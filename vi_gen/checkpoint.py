@@ -118,23 +118,23 @@ def is_run_control(field: str) -> bool:
   return field in RUN_CONTROL_FIELDS or field.startswith('eval.')
 
 
+def _named_leaves(tree) -> list[tuple[str, object]]:
+  """(dotted path, leaf), e.g. ('params.generator.Dense_0.kernel', x)."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return [
+    (jax.tree_util.keystr(path, simple=True, separator='.'), leaf)
+    for path, leaf in flat
+  ]
+
+
 def leaf_names(tree) -> list[str]:
   """Dotted paths of the leaves, e.g. 'params.generator.Dense_0.kernel'."""
-
-  def name(path) -> str:
-    parts = (
-      getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path
-    )
-    return '.'.join(str(p) for p in parts)
-
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [name(path) for path, _ in flat]
+  return [name for name, _ in _named_leaves(tree)]
 
 
 def _shapes(tree) -> dict[str, tuple]:
   return {
-    name: (tuple(x.shape), str(x.dtype))
-    for name, x in zip(leaf_names(tree), jax.tree.leaves(tree), strict=True)
+    name: (tuple(x.shape), str(x.dtype)) for name, x in _named_leaves(tree)
   }
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import gzip
 import io
+import math
 import os
 import pathlib
 from collections.abc import Callable, Iterator
@@ -47,14 +48,12 @@ CELEBA_FILES = (
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A stream of batches of examples of shape `example_shape`.
+  """A stream of batches.
 
   `host_batches(start)` yields this host's share of global batches start,
   start + 1, ...; `global_batch_size` rows are split evenly over processes.
   """
 
-  name: str
-  example_shape: tuple[int, ...]
   host_batches: Callable[[int], Iterator[np.ndarray]]
 
 
@@ -64,20 +63,35 @@ def _host_rows(global_batch_size: int) -> slice:
   return slice(start, start + per_host)
 
 
-def read_idx_images(path: os.PathLike) -> np.ndarray:
-  """Reads a gzipped IDX image file (the MNIST format) as uint8 [N, H, W]."""
+def _read_idx(path: os.PathLike, magic: int, kind: str) -> np.ndarray:
+  """A gzipped IDX file (the MNIST format) as uint8; the magic number's low
+  byte is the rank (2049: labels [N], 2051: images [N, H, W])."""
   with gzip.open(path, 'rb') as f:
-    data = f.read()
-  magic = int.from_bytes(data[0:4], 'big')
-  if magic != 2051:
+    raw = f.read()
+  found = int.from_bytes(raw[0:4], 'big')
+  if found != magic:
     raise errors.DataError(
-      f'{path} is not an IDX image file (magic {magic}, expected 2051).'
+      f'{path} is not an IDX {kind} file (magic {found}, expected {magic}).'
     )
-  n, h, w = (int.from_bytes(data[i : i + 4], 'big') for i in (4, 8, 12))
-  pixels = np.frombuffer(data, dtype=np.uint8, offset=16)
-  if pixels.size != n * h * w:
-    raise errors.DataError(f'{path} is truncated: {pixels.size} != {n}*{h}*{w}')
-  return pixels.reshape(n, h, w)
+  rank = magic & 0xFF
+  shape = [
+    int.from_bytes(raw[i : i + 4], 'big') for i in range(4, 4 + 4 * rank, 4)
+  ]
+  values = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * rank)
+  if values.size != math.prod(shape):
+    sizes = '*'.join(map(str, shape))
+    raise errors.DataError(f'{path} is truncated: {values.size} != {sizes}')
+  return values.reshape(shape)
+
+
+def read_idx_images(path: os.PathLike) -> np.ndarray:
+  """Reads a gzipped IDX image file as uint8 [N, H, W]."""
+  return _read_idx(path, 2051, 'image')
+
+
+def read_idx_labels(path: os.PathLike) -> np.ndarray:
+  """Reads a gzipped IDX label file as uint8 [N]."""
+  return _read_idx(path, 2049, 'label')
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:
@@ -99,10 +113,12 @@ def in_memory_batches(
       f'batch_size {batch_size} is larger than the dataset ({n} examples).'
     )
   rows = _host_rows(batch_size)
-  index = start
+  index, order_epoch = start, None
   while True:
     epoch, offset = divmod(index, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
+    if epoch != order_epoch:  # Once per epoch, not per batch.
+      order = np.random.default_rng([seed, epoch]).permutation(n)
+      order_epoch = epoch
     ids = order[offset * batch_size : (offset + 1) * batch_size][rows]
     yield examples[np.sort(ids)]
     index += 1
@@ -384,14 +400,10 @@ def create_dataset(config) -> Dataset:
   if name == 'mnist':
     images = load_mnist(data_config)
     return Dataset(
-      name,
-      images.shape[1:],
       functools.partial(in_memory_batches, images, batch_size, seed),
     )
   if name in MIXTURES:
     return Dataset(
-      name,
-      (2,),
       functools.partial(mixture_batches, name, batch_size, seed),
     )
   if name == 'celeb_a':
@@ -404,8 +416,6 @@ def create_dataset(config) -> Dataset:
       raise errors.DataError(_celeba_missing_message(data_config))
     celeba_batches_per_epoch(data_config, batch_size)
     return Dataset(
-      name,
-      example_shape(data_config),
       functools.partial(celeba_batches, data_config, batch_size, seed),
     )
   raise errors.ConfigError(

@@ -13,6 +13,12 @@ class ConfigError(VIGenError, ValueError):
   """A config value is invalid or inconsistent."""
 
 
+def require(ok: bool, message: str) -> None:
+  """Raises ConfigError(message) unless `ok`: every config rule's form."""
+  if not ok:
+    raise ConfigError(message)
+
+
 class DataError(VIGenError):
   """A dataset is missing or unreadable."""
 

@@ -78,12 +78,8 @@ def _check_values(flat: dict) -> None:
 def _check_networks(config: ml_collections.ConfigDict) -> None:
   """The fields that several models share: latent size and network shapes."""
 
-  def require(ok: bool, message: str) -> None:
-    if not ok:
-      raise errors.ConfigError(message)
-
   if 'latent_dim' in config:
-    require(
+    errors.require(
       _is_int(config.latent_dim) and config.latent_dim >= 1,
       f'latent_dim must be >= 1 (an integer), got {config.latent_dim!r}.',
     )
@@ -91,19 +87,19 @@ def _check_networks(config: ml_collections.ConfigDict) -> None:
   for name in network:
     value = network[name]
     if name.endswith('widths'):
-      require(
+      errors.require(
         isinstance(value, tuple) and all(_is_int(w) and w >= 1 for w in value),
         f'network.{name} must be a tuple of integers >= 1, got {value!r}.',
       )
     elif name == 'kernel_size':
-      require(
+      errors.require(
         _is_int(value) and value >= 1,
         f'network.kernel_size must be >= 1 (an integer), got {value!r}.',
       )
   shape = data.example_shape(config.data)
   if 'g_widths' in network and len(shape) == 3:
     scale = 2 ** len(network.g_widths)
-    require(
+    errors.require(
       len(network.g_widths) >= 1 and shape[0] % scale == 0,
       f'The generator doubles its {len(network.g_widths)}-layer base'
       f' network.g_widths={network.g_widths!r} up to the image size'
@@ -114,68 +110,68 @@ def _check_networks(config: ml_collections.ConfigDict) -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Rejects invalid values before anything is written; raises ConfigError."""
 
-  def require(ok: bool, message: str) -> None:
-    if not ok:
-      raise errors.ConfigError(message)
-
   flat = checkpoint.flatten(config.to_dict())
   _check_values(flat)
   for name in POSITIVE_INTS:
     value = flat[name]
-    require(
+    errors.require(
       _is_int(value) and value >= 1,
       f'{name} must be >= 1 (an integer), got {value!r}.',
     )
-  require(
+  errors.require(
     _is_int(config.seed) and 0 <= config.seed < 2**63,
     f'seed must be an integer in [0, 2**63), got {config.seed!r}.',
   )
   optim = config.optim
-  require(optim.lr > 0, f'optim.lr must be > 0, got {optim.lr}.')
-  require(0 <= optim.b1 < 1, f'optim.b1 must be in [0, 1), got {optim.b1}.')
-  require(0 <= optim.b2 < 1, f'optim.b2 must be in [0, 1), got {optim.b2}.')
-  require(optim.eps > 0, f'optim.eps must be > 0, got {optim.eps}.')
-  require(
+  errors.require(optim.lr > 0, f'optim.lr must be > 0, got {optim.lr}.')
+  errors.require(
+    0 <= optim.b1 < 1, f'optim.b1 must be in [0, 1), got {optim.b1}.'
+  )
+  errors.require(
+    0 <= optim.b2 < 1, f'optim.b2 must be in [0, 1), got {optim.b2}.'
+  )
+  errors.require(optim.eps > 0, f'optim.eps must be > 0, got {optim.eps}.')
+  errors.require(
     data.NAMES.count(config.data.name) == 1,
     f'Unknown data.name {config.data.name!r}; known: {", ".join(data.NAMES)}.',
   )
-  require(
+  errors.require(
     config.data.source in ('bundled', 'tfds'),
     f"data.source must be 'bundled' or 'tfds', got {config.data.source!r}.",
   )
-  require(
+  errors.require(
     config.data.source == 'tfds' or config.data.name == 'mnist',
     f'Only mnist is bundled; data.name={config.data.name!r} needs'
     " data.source='tfds'.",
   )
-  require(
+  errors.require(
     0 < config.data.crop_size <= 178,
     f'data.crop_size must be in (0, 178] (CelebA is 218x178), got'
     f' {config.data.crop_size}.',
   )
-  require(
+  errors.require(
     config.data.resize in data.RESIZE_METHODS,
     f'data.resize must be one of {data.RESIZE_METHODS}, got'
     f' {config.data.resize!r}.',
   )
-  require(
+  errors.require(
     bool(config.data.split), "data.split must name a TFDS split, e.g. 'train'."
   )
-  require(
+  errors.require(
     0 <= config.ema_decay < 1,
     f'ema_decay must be in [0, 1) (0 = off), got {config.ema_decay}.',
   )
-  require(
+  errors.require(
     _is_int(config.debug.nan_at_step) and config.debug.nan_at_step >= 0,
     'debug.nan_at_step must be an integer >= 0 (0 = off), got'
     f' {config.debug.nan_at_step!r}.',
   )
-  require(
+  errors.require(
     _is_int(config.eval_every_steps) and config.eval_every_steps >= 0,
     'eval_every_steps must be an integer >= 0 (0 = off), got'
     f' {config.eval_every_steps!r}.',
   )
-  require(
+  errors.require(
     config.eval.mmd_bandwidth >= 0,
     'eval.mmd_bandwidth must be >= 0 (0 = median heuristic), got'
     f' {config.eval.mmd_bandwidth}.',
@@ -546,15 +542,14 @@ def sample(
   check_config(config)
   setup = _Setup(config)
   state = _restore(setup, config, workdir, 'sample')
-  generate = jax.jit(setup.method.generate)
-  key = jax.random.key(seed)
-  chunks, done = [], 0
-  while done < num_samples:
-    size = min(config.batch_size, num_samples - done)
-    z = setup.method.latents(jax.random.fold_in(key, done), size)
-    chunks.append(np.asarray(jax.device_get(generate(state, z)), np.float32))
-    done += size
-  return np.concatenate(chunks)
+  return methods.generate_in_chunks(
+    setup.method,
+    jax.jit(setup.method.generate),
+    state,
+    jax.random.key(seed),
+    num_samples,
+    config.batch_size,
+  )
 
 
 def encode(

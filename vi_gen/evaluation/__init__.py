@@ -1,7 +1,8 @@
 """The metrics the field reports, computed offline.
 
+  from vi_gen import train
+  results = train.evaluate(config, workdir)       # the latest checkpoint
   from vi_gen.evaluation import run
-  results = run.evaluate(config, workdir)         # the latest checkpoint
   evaluator = run.Evaluator(config, workdir)      # once, then per step:
   results = evaluator(state, step)
 

@@ -109,7 +109,6 @@ def vae_log_likelihood_fn(
   """z -> log q(x|z) [B] for the VAE method's decoder (live params,
   BatchNorm in eval mode), in the likelihood it was trained with."""
   params = state.params
-  config = method.config
 
   def log_likelihood(z: jax.Array) -> jax.Array:
     out, _ = apply(
@@ -121,8 +120,7 @@ def vae_log_likelihood_fn(
     )
     if method.bernoulli:
       return -losses.bernoulli_nll(out, (x + 1.0) / 2.0)
-    recon_logvar = params.get(vae_method.RECON_LOGVAR, config.vae.recon_logvar)
-    return -losses.gaussian_nll(x, out, recon_logvar)
+    return -losses.gaussian_nll(x, out, method.recon_logvar(params))
 
   return log_likelihood
 

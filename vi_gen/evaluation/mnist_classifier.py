@@ -28,7 +28,6 @@ order 1, and FID is then in units of that variance. Inputs are
 
 import argparse
 import functools
-import gzip
 import os
 import pathlib
 import sys
@@ -61,20 +60,12 @@ class MNISTClassifier(nn.Module):
     return features, nn.Dense(10)(nn.relu(features))
 
 
-def read_idx_labels(path: os.PathLike) -> np.ndarray:
-  """Reads a gzipped IDX label file (magic 2049) as uint8 [N]."""
-  with gzip.open(path, 'rb') as f:
-    raw = f.read()
-  magic = int.from_bytes(raw[0:4], 'big')
-  if magic != 2049:
-    raise errors.DataError(f'{path} is not an IDX label file (magic {magic}).')
-  return np.frombuffer(raw, dtype=np.uint8, offset=8)
-
-
 def bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
   """The bundled 10k MNIST: images [N, 28, 28, 1] in [-1, 1], labels [N]."""
   images = data.load_mnist(ml_collections.ConfigDict({'source': 'bundled'}))
-  labels = read_idx_labels(data.BUNDLED_MNIST_DIR / 't10k-labels-idx1-ubyte.gz')
+  labels = data.read_idx_labels(
+    data.BUNDLED_MNIST_DIR / 't10k-labels-idx1-ubyte.gz'
+  )
   return images, labels
 
 

@@ -1,4 +1,5 @@
-"""`evaluate(config, workdir)`: the metrics that apply to a trained model.
+"""`Evaluator`: the metrics that apply to a trained model (`train.evaluate`
+runs it on the latest checkpoint, the training loop every few steps).
 
 Which metrics apply (each a group; `eval.metrics` names groups explicitly,
 empty = every group that applies):
@@ -206,6 +207,7 @@ class Evaluator:
     self.key = jax.random.key(eval_config.seed)
     self._generate = jax.jit(self.method.generate)
     self._reference = {}
+    self._reference_statistics = {}
     self.extractors = {}
     if 'classifier' in self.groups:
       self.extractors['classifier'] = classifier_extractor(
@@ -232,13 +234,14 @@ class Evaluator:
 
   def samples(self, state: TrainState, num: int, stream: int) -> np.ndarray:
     """`num` samples of the model, float32; latents from (seed, stream)."""
-    key = jax.random.fold_in(self.key, stream)
-    chunks = []
-    for start in range(0, num, self.eval.batch_size):
-      size = min(self.eval.batch_size, num - start)
-      z = self.method.latents(jax.random.fold_in(key, start), size)
-      chunks.append(np.asarray(self._generate(state, z), np.float32))
-    return np.concatenate(chunks)
+    return methods.generate_in_chunks(
+      self.method,
+      self._generate,
+      state,
+      jax.random.fold_in(self.key, stream),
+      num,
+      self.eval.batch_size,
+    )
 
   # ----------------------------------------------------------- the groups ---
   # Jitted once per Evaluator, so that calling it every few steps of a
@@ -284,6 +287,14 @@ class Evaluator:
     self._reference[group] = features
     return features
 
+  def reference_statistics(self, group: str) -> metrics.Statistics:
+    """FID's mean and covariance of the reference features, once per
+    Evaluator (an evaluation every few training steps reuses them)."""
+    if group not in self._reference_statistics:
+      features = self.reference_features(group)
+      self._reference_statistics[group] = metrics.feature_statistics(features)
+    return self._reference_statistics[group]
+
   def _feature_metrics(
     self, state: TrainState, group: str, prefix: str
   ) -> tuple[dict, dict]:
@@ -301,7 +312,7 @@ class Evaluator:
     )
     results = {
       f'{prefix}fid': metrics.frechet_distance(
-        metrics.feature_statistics(fake), metrics.feature_statistics(real)
+        metrics.feature_statistics(fake), self.reference_statistics(group)
       ),
       f'{prefix}kid': kid.mean,
       f'{prefix}kid_std': kid.std,

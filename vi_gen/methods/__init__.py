@@ -15,6 +15,11 @@ Models with an encoder (VAE, AAE, ALI) also have
 to this interface.
 """
 
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
 from vi_gen import errors
 from vi_gen.methods.aae import AAE
 from vi_gen.methods.ali import ALI
@@ -37,3 +42,22 @@ def get(name: str) -> type:
       f'Unknown model {name!r}; known: {sorted(METHODS)}.'
     )
   return METHODS[name]
+
+
+def generate_in_chunks(
+  method,
+  generate: Callable,
+  state,
+  key: jax.Array,
+  num: int,
+  batch_size: int,
+) -> np.ndarray:
+  """`num` samples, float32, `batch_size` per call of `generate` (the
+  method's jitted `generate`); chunk i's latents come from fold_in(key,
+  start of chunk i), so the samples depend on num only by truncation."""
+  chunks = []
+  for start in range(0, num, batch_size):
+    size = min(batch_size, num - start)
+    z = method.latents(jax.random.fold_in(key, start), size)
+    chunks.append(np.asarray(jax.device_get(generate(state, z)), np.float32))
+  return np.concatenate(chunks)

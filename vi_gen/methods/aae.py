@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi_gen import losses, networks
+from vi_gen import errors, losses, networks
 from vi_gen.methods import common
 from vi_gen.state import TrainState
 
@@ -28,11 +28,11 @@ MODES = ('joint', 'separate')
 
 def check_config(config) -> None:
   """AAE-specific config rules; raises errors.ConfigError."""
-  common.require(
+  errors.require(
     config.aae.mode in MODES,
     f'aae.mode must be one of {MODES}, got {config.aae.mode!r}.',
   )
-  common.require(
+  errors.require(
     config.aae.recon_weight > 0,
     'aae.recon_weight must be > 0 (the decoder learns only through the'
     f' reconstruction), got {config.aae.recon_weight}.',

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi_gen import losses, networks
+from vi_gen import errors, losses, networks
 from vi_gen.methods import common
 from vi_gen.state import TrainState, copy_tree
 
@@ -41,22 +41,22 @@ PLAYERS = ('encoder', 'generator')
 def check_config(config) -> None:
   """ALI-specific config rules; raises errors.ConfigError."""
   ali = config.ali
-  common.require(
+  errors.require(
     ali.variant in losses.ALI_VARIANTS,
     f'ali.variant must be one of {losses.ALI_VARIANTS}, got {ali.variant!r}.',
   )
-  common.require(
+  errors.require(
     ali.encoder_sigma >= 0 and ali.generator_sigma >= 0,
     'ali.encoder_sigma and ali.generator_sigma must be >= 0 (0 ='
     f' deterministic), got {ali.encoder_sigma} and {ali.generator_sigma}.',
   )
   if ali.complete:
-    common.require(
+    errors.require(
       ali.variant == 'vi',
       'ali.complete restores the terms of eq. (40) that eq. (41) drops; it'
       f" needs ali.variant='vi', got {ali.variant!r}.",
     )
-    common.require(
+    errors.require(
       ali.encoder_sigma > 0 and ali.generator_sigma > 0,
       'ali.complete needs Gaussian sides, ali.encoder_sigma > 0 and'
       ' ali.generator_sigma > 0: its terms divide by 2 sigma^2 and diverge'

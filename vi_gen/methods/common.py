@@ -153,11 +153,6 @@ def sampling_params(state: TrainState, name: str) -> PyTree:
   return state.ema_params.get(name, state.params[name])
 
 
-def require(ok: bool, message: str) -> None:
-  if not ok:
-    raise errors.ConfigError(message)
-
-
 def check_alternation(
   config, term: str, switch_off: str, uses_old: bool
 ) -> None:
@@ -169,17 +164,17 @@ def check_alternation(
     switch_off: the setting that turns that term off, for the message.
     uses_old: whether the term is on.
   """
-  require(
+  errors.require(
     config.d_steps >= 1 and config.g_steps >= 1,
     f'd_steps and g_steps must be >= 1, got {config.d_steps} and'
     f' {config.g_steps}.',
   )
-  require(
+  errors.require(
     config.old_generator in OLD_GENERATOR_MODES,
     f'old_generator must be one of {OLD_GENERATOR_MODES}, got'
     f' {config.old_generator!r}.',
   )
-  require(
+  errors.require(
     not (uses_old and config.old_generator == 'phase' and config.g_steps == 1),
     f"old_generator='phase' with g_steps=1 makes {term} and"
     ' its gradient exactly zero: the snapshot is taken at the start of the G'
@@ -198,21 +193,17 @@ def reconstruction_picture(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
   return images.image_grid(pairs, columns=columns)
 
 
-class EncoderDecoder:
-  """What the models with an encoder share: the prior N(0, I), sampling,
-  reconstructing, and the pictures.
+class LatentModel:
+  """What every model that decodes z ~ N(0, I) shares (GAN, VAE, AAE,
+  ALI): the prior, sampling, and the samples picture.
 
-  Subclasses set `config`, `encoder` and the decoder/generator module under
-  the name `decoder_name`; `code` and `mean` map the networks' raw outputs to
-  a code and to a sample in the data's range.
+  Subclasses set `config` and the decoder/generator module under the name
+  `decoder_name`; `mean` maps its raw output to a sample in the data's
+  range.
   """
 
   config = None
   decoder_name = 'decoder'
-
-  def code(self, encoder_output) -> jax.Array:
-    """The point code E(x) (a Gaussian encoder's mean)."""
-    return encoder_output
 
   def mean(self, decoder_output: jax.Array) -> jax.Array:
     """The decoder's mean, in the data's range."""
@@ -234,6 +225,30 @@ class EncoderDecoder:
     params = sampling_params(state, self.decoder_name)
     return self._decode(params, state, z)
 
+  @functools.cached_property
+  def _jitted_generate(self) -> Callable:
+    return jax.jit(self.generate)
+
+  def samples_picture(
+    self, state: TrainState, key: jax.Array, reference: np.ndarray
+  ) -> np.ndarray:
+    """G(z) for fixed z: an image grid, or 2-D points over the data."""
+    z = self.latents(key, self.config.num_grid_samples)
+    samples = np.asarray(jax.device_get(self._jitted_generate(state, z)))
+    return images.picture(samples, reference)
+
+
+class EncoderDecoder(LatentModel):
+  """What the models with an encoder share: reconstructing, and the
+  reconstruction and latent pictures.
+
+  Subclasses also set `encoder`; `code` maps its raw output to a code.
+  """
+
+  def code(self, encoder_output) -> jax.Array:
+    """The point code E(x) (a Gaussian encoder's mean)."""
+    return encoder_output
+
   def reconstruct(
     self, state: TrainState, x: jax.Array
   ) -> tuple[jax.Array, jax.Array]:
@@ -249,8 +264,8 @@ class EncoderDecoder:
     return codes, self._decode(state.params[self.decoder_name], state, codes)
 
   @functools.cached_property
-  def _jitted(self) -> tuple[Callable, Callable]:
-    return jax.jit(self.generate), jax.jit(self.reconstruct)
+  def _jitted_reconstruct(self) -> Callable:
+    return jax.jit(self.reconstruct)
 
   def pictures(
     self, state: TrainState, key: jax.Array, reference: np.ndarray
@@ -258,13 +273,10 @@ class EncoderDecoder:
     """samples: G(z) for fixed z; reconstructions: G(E(x)) next to x for
     the fixed real examples; latents (2-D codes only): E(x) in red over
     prior samples in grey."""
-    generate, reconstruct = self._jitted
-    num = self.config.num_grid_samples
-    samples = np.asarray(generate(state, self.latents(key, num)))
-    x = np.asarray(reference[:num])
-    codes, recon = (np.asarray(a) for a in reconstruct(state, x))
+    x = np.asarray(reference[: self.config.num_grid_samples])
+    codes, recon = (np.asarray(a) for a in self._jitted_reconstruct(state, x))
     pictures = {
-      'samples': images.picture(samples, reference),
+      'samples': self.samples_picture(state, key, reference),
       'reconstructions': reconstruction_picture(x, recon),
     }
     if codes.shape[-1] == 2:

@@ -51,33 +51,31 @@ def num_components(config) -> int:
 
 def check_config(config) -> None:
   """EM-specific config rules; raises errors.ConfigError."""
-  if config.covariance_type not in COVARIANCE_TYPES:
-    raise errors.ConfigError(
-      f'covariance_type must be one of {COVARIANCE_TYPES}, got'
-      f' {config.covariance_type!r}.'
-    )
-  if config.num_components < 0 or (
-    config.num_components == 0 and config.data.name not in data.MIXTURES
-  ):
-    raise errors.ConfigError(
-      f'num_components must be >= 1, got {config.num_components} (0, one'
-      f' component per mode, exists only for the 2-D mixtures'
-      f' {", ".join(data.MIXTURES)}; data.name is {config.data.name!r}).'
-    )
-  if num_components(config) > config.batch_size:
-    raise errors.ConfigError(
-      f'num_components={num_components(config)} exceeds'
-      f' batch_size={config.batch_size}: k-means++ seeds every mean on a'
-      ' distinct point of the first batch.'
-    )
-  if not config.ridge >= 0:
-    raise errors.ConfigError(f'ridge must be >= 0, got {config.ridge}.')
-  if config.ridge == 0 and config.data.name not in data.MIXTURES:
-    raise errors.ConfigError(
-      'ridge must be > 0 for images: a pixel that is constant over a'
-      " component's images (MNIST's borders) gets zero variance and an"
-      ' infinite likelihood.'
-    )
+  errors.require(
+    config.covariance_type in COVARIANCE_TYPES,
+    f'covariance_type must be one of {COVARIANCE_TYPES}, got'
+    f' {config.covariance_type!r}.',
+  )
+  errors.require(
+    config.num_components >= 1
+    or (config.num_components == 0 and config.data.name in data.MIXTURES),
+    f'num_components must be >= 1, got {config.num_components} (0, one'
+    f' component per mode, exists only for the 2-D mixtures'
+    f' {", ".join(data.MIXTURES)}; data.name is {config.data.name!r}).',
+  )
+  k = num_components(config)
+  errors.require(
+    k <= config.batch_size,
+    f'num_components={k} exceeds batch_size={config.batch_size}: k-means++'
+    ' seeds every mean on a distinct point of the first batch.',
+  )
+  errors.require(config.ridge >= 0, f'ridge must be >= 0, got {config.ridge}.')
+  errors.require(
+    config.ridge > 0 or config.data.name in data.MIXTURES,
+    'ridge must be > 0 for images: a pixel that is constant over a'
+    " component's images (MNIST's borders) gets zero variance and an"
+    ' infinite likelihood.',
+  )
 
 
 def record(

@@ -21,14 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vi_gen import images, losses, networks
+from vi_gen import errors, losses, networks
 from vi_gen.methods import common
 from vi_gen.state import TrainState, copy_tree
 
 
 def check_config(config) -> None:
   """GAN-specific config rules; raises errors.ConfigError."""
-  common.require(
+  errors.require(
     config.reg_weight >= 0,
     f'reg_weight must be >= 0, got {config.reg_weight}.',
   )
@@ -40,10 +40,11 @@ def check_config(config) -> None:
   )
 
 
-class GAN:
+class GAN(common.LatentModel):
   """The GAN method: networks, optimizers and one jit-able iteration."""
 
   networks = ('generator', 'discriminator')
+  decoder_name = 'generator'
   check_config = staticmethod(check_config)
 
   def __init__(self, config, example_shape: tuple[int, ...]):
@@ -55,10 +56,6 @@ class GAN:
     )
     self.txs = {name: common.adam(config.optim) for name in self.networks}
     self.batches_per_iteration = config.d_steps
-    self._generate = jax.jit(self.generate)
-
-  def latents(self, key: jax.Array, num: int) -> jax.Array:
-    return jax.random.normal(key, (num, self.config.latent_dim))
 
   def init(self, key: jax.Array) -> TrainState:
     params, batch_stats = common.init_networks(
@@ -234,15 +231,4 @@ class GAN:
     self, state: TrainState, key: jax.Array, reference: np.ndarray
   ) -> dict[str, np.ndarray]:
     """Samples from fixed latents: an image grid, or 2-D points over data."""
-    z = self.latents(key, self.config.num_grid_samples)
-    samples = np.asarray(jax.device_get(self._generate(state, z)))
-    return {'samples': images.picture(samples, reference)}
-
-  def generate(self, state: TrainState, z: jax.Array) -> jax.Array:
-    """Samples G(z) for inference: the EMA generator when enabled, BatchNorm
-    with running statistics."""
-    params = common.sampling_params(state, 'generator')
-    samples, _ = common.apply(
-      self.generator, params, state.batch_stats['generator'], z, train=False
-    )
-    return samples
+    return {'samples': self.samples_picture(state, key, reference)}

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi_gen import data, losses, networks
+from vi_gen import data, errors, losses, networks
 from vi_gen.methods import common
 from vi_gen.state import TrainState
 
@@ -27,18 +27,18 @@ RECON_LOGVAR = 'recon_logvar'
 def check_config(config) -> None:
   """VAE-specific config rules; raises errors.ConfigError."""
   vae = config.vae
-  common.require(
+  errors.require(
     vae.likelihood in losses.LIKELIHOODS,
     f'vae.likelihood must be one of {losses.LIKELIHOODS}, got'
     f' {vae.likelihood!r}.',
   )
   if vae.likelihood == 'bernoulli':
-    common.require(
+    errors.require(
       len(data.example_shape(config.data)) == 3,
       "vae.likelihood='bernoulli' models pixels in [0, 1]; use 'gaussian'"
       f' for the 2-D data {config.data.name!r}.',
     )
-    common.require(
+    errors.require(
       not vae.learn_variance,
       "vae.learn_variance applies to likelihood='gaussian' only.",
     )
@@ -88,7 +88,8 @@ class VAE(common.EncoderDecoder):
       ),
     )
 
-  def _recon_logvar(self, params) -> jax.Array:
+  def recon_logvar(self, params) -> jax.Array:
+    """log of q(x|z)'s variance: learned, or the config's."""
     return params.get(RECON_LOGVAR, self.config.vae.recon_logvar)
 
   def iteration(
@@ -130,7 +131,7 @@ class VAE(common.EncoderDecoder):
         mean,
         logvar,
         likelihood=self.config.vae.likelihood,
-        recon_logvar=self._recon_logvar(params),
+        recon_logvar=self.recon_logvar(params),
       )
       return loss, ({'encoder': e_stats, 'decoder': d_stats}, terms)
 
