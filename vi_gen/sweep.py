@@ -20,7 +20,10 @@ one line naming it (exit code 2). A run that ends well leaves `DONE` in its
 workdir and is not run again; one that exits non-zero leaves `FAILED` with
 the last error line of its log and the sweep goes on (a rerun with
 `--retry_failed` tries it again); a killed run has neither and is rerun
-with the same command, which resumes from its checkpoint. The table,
+with the same command, which resumes from its checkpoint. Run names hold
+the axes' and arms' values only, not the `--set` ones: a changed `--set`
+applies to the runs that start afterwards (the training command line
+refuses to resume a workdir whose experiment fields changed). The table,
 `results.json` and `results.csv` under `<root>/<name>`, holds per cell (the
 overrides minus the seed), evaluation step and metric the mean, standard
 error (std with ddof=1 over sqrt(n); n = 1 gives NaN) and n over the
