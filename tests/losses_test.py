@@ -54,6 +54,23 @@ def test_generator_loss():
   np.testing.assert_allclose(got, _neg_log_d(fake).mean(), **TOL)
 
 
+def test_saturating_generator_loss():
+  """E log(1 - D) = -E softplus(l), and its gradient -D / B vanishes where
+  D rejects the samples (l = -30), unlike eq. (20)'s -(1 - D) / B."""
+  fake = _logits(np.random.default_rng(21), (16, 1))
+  got = jax.jit(losses.saturating_generator_loss)(*_f32(fake))
+  np.testing.assert_allclose(got, -_neg_log_one_minus_d(fake).mean(), **TOL)
+  grad = jax.jit(jax.grad(losses.saturating_generator_loss))(*_f32(fake))
+  d = 1.0 / (1.0 + np.exp(-fake))
+  np.testing.assert_allclose(grad, -d / fake.size, rtol=1e-5, atol=1e-12)
+  # Logits of -30: D = 9.4e-14.
+  rejected = jnp.full((8,), -30.0)
+  saturated = jax.grad(losses.saturating_generator_loss)(rejected)
+  non_saturated = jax.grad(losses.generator_loss)(rejected)
+  assert np.all(np.abs(saturated) < 1e-13 / 8)
+  np.testing.assert_allclose(non_saturated, -1.0 / 8, rtol=1e-6)
+
+
 def test_generator_regularizer_is_mean_over_all_elements():
   rng = np.random.default_rng(2)
   fake, old = rng.normal(size=(2, 4, 3, 5, 2))

@@ -102,6 +102,28 @@ def generator_loss(fake_logits: Array) -> Array:
   return jnp.mean(_neg_log_sigmoid(fake_logits))
 
 
+def saturating_generator_loss(fake_logits: Array) -> Array:
+  """The minimax generator loss that eq. (20) replaces: E_z log(1 - D(G(z))).
+
+  In the min-max game G maximises D's loss, eq. (16); the data term of (16)
+  does not depend on G, so G minimises E_z log(1 - D(G(z))) =
+  -E softplus(l) (Goodfellow et al. 2014's original objective; the paper
+  writes this form only for ALI, eq. 42, the negative of D's loss 38).
+
+  It saturates: d/dl log(1 - sigmoid(l)) = -sigmoid(l) = -D, so when D
+  rejects the samples confidently (l -> -inf, as early in training) the
+  gradient vanishes like e^l. Eq. (20)'s -log D(G(z)) has the same fixed
+  points but gradient -(1 - D) -> -1 there.
+
+  Args:
+    fake_logits: D's logits on generated samples, shape [B] or [B, 1].
+
+  Returns:
+    The scalar loss (<= 0).
+  """
+  return -jnp.mean(_neg_log_one_minus_sigmoid(fake_logits))
+
+
 def generator_regularizer(fake: Array, old_fake: Array) -> Array:
   """The distance term of eq. (26): mean over all elements of (G - G^o)^2.
 
