@@ -63,13 +63,39 @@ def _check_broadcasts_to(shape: tuple[int, ...], **arrays: ArrayLike) -> None:
     raise ValueError(f'{shapes} must all broadcast to {shape}.')
 
 
-def _squared_error(a: Array, b: Array, names: str, why: str = '') -> Array:
-  """(a - b)^2 elementwise; a and b must have the same shape."""
+def _difference(a: Array, b: Array, names: str, why: str = '') -> Array:
+  """a - b elementwise; a and b must have the same shape."""
   if a.shape != b.shape:
     raise ValueError(
       f'{names} must have the same shape, got {a.shape} and {b.shape}{why}.'
     )
-  return jnp.square(a - b)
+  return a - b
+
+
+def _squared_error(a: Array, b: Array, names: str, why: str = '') -> Array:
+  """(a - b)^2 elementwise; a and b must have the same shape."""
+  return jnp.square(_difference(a, b, names, why))
+
+
+def _scaled_square(diff: ArrayLike, logvar: ArrayLike) -> Array:
+  """diff^2 * exp(-logvar) elementwise, finite wherever the result is.
+
+  `square(diff) * exp(-logvar)` overflows in the exponential first (float32:
+  logvar < -88.7 gives inf, and NaN where diff = 0). Scaling diff by
+  exp(-logvar / 2) before squaring is exact at logvar = 0 and stays finite
+  down to logvar = -2 log(max float) (-177 in float32); below that the log
+  form exp(2 (log|diff| - logvar / 2)) takes over. Each branch only sees
+  inputs on which it is finite, so the gradient of the branch not taken is
+  zero rather than NaN.
+  """
+  half = -0.5 * jnp.asarray(logvar)
+  limit = math.log(jnp.finfo(jnp.result_type(diff, half)).max)
+  direct_ok = half < limit
+  direct = jnp.square(diff * jnp.exp(jnp.where(direct_ok, half, 0.0)))
+  nonzero = diff != 0
+  log_abs = jnp.log(jnp.abs(jnp.where(nonzero, diff, 1.0)))
+  log_form = jnp.where(nonzero & ~direct_ok, 2.0 * (log_abs + half), -jnp.inf)
+  return jnp.where(direct_ok, direct, jnp.exp(log_form))
 
 
 # -------------------------------------------------------------------- GAN ---
@@ -176,7 +202,10 @@ def regularized_generator_loss(
 def gaussian_kl(mean: Array, logvar: Array) -> Array:
   """KL(N(mean, diag exp(logvar)) || N(0, I)) per example: eqs. (6)-(7).
 
-  0.5 * sum_j (mean_j^2 + exp(logvar_j) - logvar_j - 1).
+  0.5 * sum_j (mean_j^2 + exp(logvar_j) - logvar_j - 1), with
+  exp(logvar) - 1 as expm1(logvar): near the prior (logvar -> 0) the naive
+  form cancels to rounding noise of either sign (float32: -1.2e-7 where the
+  KL is 1e-12), expm1 keeps it >= 0 and accurate.
 
   Args:
     mean: [B, ...] encoder means.
@@ -186,13 +215,15 @@ def gaussian_kl(mean: Array, logvar: Array) -> Array:
     [B], summed over the latent (non-batch) dims.
   """
   _check_broadcasts_to(mean.shape, logvar=logvar)
-  return 0.5 * _sum_non_batch(jnp.square(mean) + jnp.exp(logvar) - logvar - 1.0)
+  return 0.5 * _sum_non_batch(jnp.square(mean) + (jnp.expm1(logvar) - logvar))
 
 
 def gaussian_nll(x: Array, mean: ArrayLike, logvar: ArrayLike) -> Array:
   """-log N(x; mean, diag exp(logvar)) per example: the -log q(x|z) of (7).
 
-  Includes the 0.5 * log(2 pi) constant, so it is a true log-density.
+  Includes the 0.5 * log(2 pi) constant, so it is a true log-density. The
+  squared error is scaled by exp(-logvar) without overflowing early, so a
+  tiny variance (logvar = -100 in float32) gives its finite value.
 
   Args:
     x: [B, ...] observations.
@@ -204,7 +235,7 @@ def gaussian_nll(x: Array, mean: ArrayLike, logvar: ArrayLike) -> Array:
     [B], summed over all non-batch dims.
   """
   _check_broadcasts_to(x.shape, mean=mean, logvar=logvar)
-  sq = jnp.square(x - mean) * jnp.exp(-logvar)
+  sq = _scaled_square(x - mean, logvar)
   return 0.5 * _sum_non_batch(sq + logvar + _LOG_2PI)
 
 
@@ -376,7 +407,9 @@ def ali_generator_kl(fake: Array, old_fake: Array, sigma_g: float) -> Array:
   For q(x|z) = N(G(z), sigma_g^2 I) the KL between two Gaussians with equal
   covariance is ||G(z) - G^o(z)||^2 / (2 sigma_g^2), i.e. eq. (25) with
   lambda = 1 / (2 sigma_g^2) on the per-sample sum. No gradient flows into
-  `old_fake`.
+  `old_fake`. The difference is divided by sigma_g before squaring, so a
+  small sigma_g whose square underflows (float32: below about 1e-19) still
+  gives the finite value.
 
   Args:
     fake: G(z), shape [B, ...].
@@ -386,10 +419,8 @@ def ali_generator_kl(fake: Array, old_fake: Array, sigma_g: float) -> Array:
   Returns:
     Batch mean of the per-sample sum of squares over 2 sigma_g^2.
   """
-  sq = _squared_error(
-    fake, jax.lax.stop_gradient(old_fake), 'fake and old_fake'
-  )
-  return jnp.mean(_sum_non_batch(sq)) / (2.0 * sigma_g**2)
+  diff = _difference(fake, jax.lax.stop_gradient(old_fake), 'fake and old_fake')
+  return 0.5 * jnp.mean(_sum_non_batch(jnp.square(diff / sigma_g)))
 
 
 def ali_latent_cycle(
@@ -414,6 +445,7 @@ def ali_latent_cycle(
   Returns:
     The scalar batch mean.
   """
-  new = _sum_non_batch(_squared_error(z, code, 'z and code'))
-  old = _sum_non_batch(_squared_error(z, old_code, 'z and old_code'))
-  return jnp.mean(new - old) / (2.0 * sigma_e**2)
+  # Divided by sigma_e before squaring, as in `ali_generator_kl`.
+  new = jnp.square(_difference(z, code, 'z and code') / sigma_e)
+  old = jnp.square(_difference(z, old_code, 'z and old_code') / sigma_e)
+  return 0.5 * jnp.mean(_sum_non_batch(new) - _sum_non_batch(old))
