@@ -187,6 +187,8 @@ def fit(
   Args:
     x: Data, shape [N, D], float32 or float64; `init` is cast to its dtype.
     init: Starting parameters; their covariance rank picks full or diagonal.
+      The first E-step evaluates them as given, so their covariances must be
+      positive definite (`init_from_data` adds the ridge).
     num_iters: Number of EM iterations (static: changing it retraces).
     ridge: Added to every covariance diagonal in each M-step.
 
@@ -220,20 +222,27 @@ def init_from_data(
   x: Array,
   num_components: int,
   covariance_type: CovarianceType = 'full',
+  ridge: float | Array = DEFAULT_RIDGE,
 ) -> GMMParams:
   """A simple EM start: k-means++ seeding for the means.
 
   k-means++ (each new mean is a data point drawn with probability proportional
   to its squared distance to the nearest chosen mean) spreads the means over
   the data, which avoids most of the bad local optima of a uniform draw.
-  Weights are uniform and every covariance is the (biased) data covariance,
-  so each component starts broad enough to see all points.
+  Weights are uniform and every covariance is the (biased) data covariance
+  plus `ridge` on the diagonal, so each component starts broad enough to see
+  all points. The ridge matters as in `m_step`: `fit` evaluates the start
+  before its first M-step, and a feature that is constant over the data (or
+  fewer points than dimensions) makes the data covariance singular, which
+  gave NaN from the first E-step on. scikit-learn's start adds its
+  `reg_covar` the same way.
 
   Args:
     key: PRNG key.
     x: Data, shape [N, D].
     num_components: K.
     covariance_type: 'full' or 'diag'.
+    ridge: Added to the covariance diagonal (see `DEFAULT_RIDGE`).
 
   Returns:
     Parameters in the dtype of `x`.
@@ -258,10 +267,10 @@ def init_from_data(
   means, _ = jax.lax.fori_loop(1, num_components, add_mean, (means, dist2))
   centred = x - jnp.mean(x, axis=0)
   if covariance_type == 'full':
-    cov = centred.T @ centred / n
+    cov = centred.T @ centred / n + ridge * jnp.eye(d, dtype=x.dtype)
     covariances = jnp.broadcast_to(cov, (num_components, d, d))
   elif covariance_type == 'diag':
-    var = jnp.mean(centred * centred, axis=0)
+    var = jnp.mean(centred * centred, axis=0) + ridge
     covariances = jnp.broadcast_to(var, (num_components, d))
   else:
     raise ValueError(f'Unknown covariance_type {covariance_type!r}.')
