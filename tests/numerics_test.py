@@ -16,12 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.special import rel_entr, softmax
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.mixture import GaussianMixture
 from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
 from vi_gen import gmm, losses
-from vi_gen.evaluation import likelihood
+from vi_gen.evaluation import likelihood, metrics
 
 LOG_2PI = math.log(2 * math.pi)
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -214,6 +216,151 @@ def test_m_step_with_an_empty_component_matches_sklearn(covariance_type):
   assert all(np.all(np.isfinite(a)) for a in params32)
   ll32 = gmm.log_likelihood(params32, jnp.asarray(x, jnp.float32))
   np.testing.assert_allclose(np.asarray(ll32), ll, rtol=1e-4)
+
+
+# ------------------------------------------------------------------- FID ---
+
+
+def _fid_by_nuclear_norm(f1: np.ndarray, f2: np.ndarray) -> float:
+  """FID from the features: with S1 = A^T A, S2 = B^T B (A, B centred and
+  scaled by 1 / sqrt(N - 1)), Tr (S1 S2)^1/2 is the nuclear norm of A B^T,
+  an N1 x N2 matrix; exact whatever the ranks."""
+  a = (f1 - f1.mean(0)) / math.sqrt(len(f1) - 1)
+  b = (f2 - f2.mean(0)) / math.sqrt(len(f2) - 1)
+  dmu = f1.mean(0) - f2.mean(0)
+  nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+  return float(dmu @ dmu + np.sum(a * a) + np.sum(b * b) - 2 * nuclear)
+
+
+@pytest.mark.parametrize(
+  ('num', 'dim', 'scale'),
+  [
+    (10, 64, 1e3),  # FAULT: ValueError (root complex after the eps retry).
+    (10, 64, 1.0),  # Rank 9 of 64: the eps retry, already close.
+    (3, 64, 1e-3),
+    (500, 16, 1.0),  # Full rank: sqrtm.
+  ],
+)
+def test_fid_with_rank_deficient_covariances(num, dim, scale):
+  rng = np.random.default_rng(3)
+  f1 = scale * rng.normal(size=(num, dim))
+  f2 = scale * (rng.normal(size=(num, dim)) + 1.0)
+  got = metrics.frechet_distance(
+    metrics.feature_statistics(f1), metrics.feature_statistics(f2)
+  )
+  want = _fid_by_nuclear_norm(f1, f2)
+  # The traces cancel to about 1e-9 of Tr S1 + Tr S2 in float64.
+  assert got == pytest.approx(want, rel=1e-7)
+
+
+def test_fid_with_dead_features_and_more_samples_than_dimensions():
+  """No fault: post-ReLU features with units that never fire (zero
+  columns): singular covariances with N > d."""
+  rng = np.random.default_rng(4)
+  f1 = np.maximum(rng.normal(size=(500, 64)), 0)
+  f2 = np.maximum(rng.normal(size=(500, 64)) + 0.2, 0)
+  f1[:, :40] = f2[:, :40] = 0.0
+  got = metrics.frechet_distance(
+    metrics.feature_statistics(f1), metrics.feature_statistics(f2)
+  )
+  assert got == pytest.approx(_fid_by_nuclear_norm(f1, f2), rel=1e-9)
+
+
+def test_fid_of_one_dimensional_features():
+  """FAULT: ValueError (np.cov of one column is a scalar). In 1-D the
+  distance is (m1 - m2)^2 + (s1 - s2)^2."""
+  rng = np.random.default_rng(5)
+  f1, f2 = rng.normal(size=(30, 1)), 2.0 * rng.normal(size=(40, 1)) + 1.0
+  s1, s2 = metrics.feature_statistics(f1), metrics.feature_statistics(f2)
+  assert s1.sigma.shape == (1, 1)
+  want = (f1.mean() - f2.mean()) ** 2 + (f1.std(ddof=1) - f2.std(ddof=1)) ** 2
+  assert metrics.frechet_distance(s1, s2) == pytest.approx(want, rel=1e-12)
+
+
+# -------------------------------------------------------------------- IS ---
+
+
+def _reference_inception_score(logits: np.ndarray, num_splits: int) -> list:
+  scores = []
+  for part in np.array_split(softmax(logits, axis=-1), num_splits):
+    kl = rel_entr(part, part.mean(0)).sum(-1)  # 0 log 0 = 0.
+    scores.append(math.exp(kl.mean()))
+  return scores
+
+
+@pytest.mark.parametrize('never', [-np.inf, -1000.0, -800.0])
+def test_inception_score_with_a_class_never_predicted(never):
+  """FAULT: NaN. A class of probability 0 (a logit of -inf, or so low that
+  exp underflows in every example of a split) gives 0 * log 0."""
+  rng = np.random.default_rng(6)
+  logits = 3.0 * rng.normal(size=(40, 6))
+  logits[:, 5] = never
+  logits[:20, 4] = never  # In one of the two splits only.
+  got = metrics.inception_score(logits, num_splits=2)
+  scores = _reference_inception_score(logits, 2)
+  assert got.mean == pytest.approx(np.mean(scores), rel=1e-12)
+  assert got.std == pytest.approx(np.std(scores), rel=1e-9)
+
+
+def test_inception_score_with_huge_logits():
+  """No fault: confident logits of 1e4 (softmax saturates to one-hot)."""
+  labels = np.arange(100) % 5
+  got = metrics.inception_score(1e4 * np.eye(5)[labels], 10)
+  assert got.mean == pytest.approx(5.0, rel=1e-12)
+
+
+# ------------------------------------------------------------------- MMD ---
+
+
+def _reference_mmd2(x: np.ndarray, y: np.ndarray, bandwidth: float) -> float:
+  gamma = 1.0 / (2.0 * bandwidth**2)
+  kxx, kyy = rbf_kernel(x, x, gamma=gamma), rbf_kernel(y, y, gamma=gamma)
+  m, n = len(x), len(y)
+  return float(
+    (kxx.sum() - m) / (m * (m - 1))
+    + (kyy.sum() - n) / (n * (n - 1))
+    - 2 * rbf_kernel(x, y, gamma=gamma).mean()
+  )
+
+
+def test_mmd_of_identical_points_is_zero():
+  """FAULT: NaN (the median distance is 0: a kernel of zero width, and
+  exp(-0 / 0)). All points equal: MMD^2 = 0 for every bandwidth."""
+  x = np.full((20, 2), 0.7)
+  mmd2, bandwidth = metrics.rbf_mmd2(x, x.copy())
+  assert mmd2 == 0.0 and bandwidth > 0
+
+
+def test_mmd_of_a_collapsed_encoder():
+  """FAULT: NaN. 50 identical codes against 10 prior samples: most pairs
+  coincide, so the bandwidth is the median of the positive distances."""
+  rng = np.random.default_rng(7)
+  x, y = np.full((50, 2), 0.3), rng.normal(size=(10, 2))
+  mmd2, bandwidth = metrics.rbf_mmd2(x, y)
+  pooled = np.concatenate([x, y])
+  dist = np.linalg.norm(pooled[:, None] - pooled[None], axis=-1)
+  dist = dist[np.triu_indices(len(pooled), k=1)]
+  assert np.median(dist) == 0.0
+  assert bandwidth == pytest.approx(np.median(dist[dist > 0]), rel=1e-12)
+  assert mmd2 == pytest.approx(_reference_mmd2(x, y, bandwidth), rel=1e-9)
+
+
+def test_mmd_far_from_the_origin():
+  """FAULT: |a|^2 + |b|^2 - 2 a.b cancels at an offset of 1e8: bandwidth
+  2.83 (the median distance is 1.88) and MMD^2 0.096 (0.131). Both are
+  translation invariant: the reference is computed on the unshifted points."""
+  rng = np.random.default_rng(8)
+  x0, y0 = rng.normal(size=(30, 2)), rng.normal(0.5, 1.0, size=(30, 2))
+  mmd2, bandwidth = metrics.rbf_mmd2(x0 + 1e8, y0 + 1e8)
+  assert bandwidth == pytest.approx(metrics.median_bandwidth(x0, y0), rel=1e-6)
+  assert mmd2 == pytest.approx(_reference_mmd2(x0, y0, bandwidth), rel=1e-5)
+
+
+def test_mmd_rejects_a_zero_bandwidth():
+  """FAULT: NaN (0 / 0 on the diagonal) for a given bandwidth of 0."""
+  x = np.random.default_rng(9).normal(size=(5, 2))
+  with pytest.raises(ValueError, match='bandwidth must be > 0'):
+    metrics.rbf_mmd2(x, x + 1.0, bandwidth=0.0)
 
 
 # ------------------------------------------------------------------ IWAE ---
