@@ -23,7 +23,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
 from vi_gen import gmm, losses
-from vi_gen.evaluation import likelihood, metrics
+from vi_gen.evaluation import likelihood, metrics, modes
 
 LOG_2PI = math.log(2 * math.pi)
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -361,6 +361,28 @@ def test_mmd_rejects_a_zero_bandwidth():
   x = np.random.default_rng(9).normal(size=(5, 2))
   with pytest.raises(ValueError, match='bandwidth must be > 0'):
     metrics.rbf_mmd2(x, x + 1.0, bandwidth=0.0)
+
+
+# ----------------------------------------------------------------- modes ---
+
+
+def test_mode_metrics_with_duplicates_nan_and_far_samples():
+  """No fault: 90 copies of one mode, 5 NaN samples (a diverged generator)
+  and 5 at 1e200 (whose squared norm overflows): one mode, 90% high
+  quality, reverse KL = log K (everything on one mode)."""
+  centers = np.array([[2.0, 0.0], [0.0, 2.0], [-2.0, 0.0], [0.0, -2.0]])
+  samples = np.concatenate(
+    [
+      np.tile(centers[1], (90, 1)),
+      np.full((5, 2), np.nan),
+      np.full((5, 2), 1e200),
+    ]
+  )
+  with np.errstate(invalid='ignore', over='ignore'):
+    got = modes.mode_metrics(samples, centers, std=0.02)
+  assert got['modes'] == 1
+  assert got['high_quality'] == pytest.approx(0.9)
+  assert got['reverse_kl'] == pytest.approx(math.log(4), rel=1e-12)
 
 
 # ------------------------------------------------------------------ IWAE ---
