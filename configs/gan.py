@@ -26,6 +26,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.d_steps = 1
   config.g_steps = 2  # On the same z: the regularizer acts from step 2 on.
   config.old_generator = 'phase'  # phase | lagged
+  # Fresh z batches per G phase, each seen by g_steps G steps, all towards
+  # the same G^o snapshot (the reference's Experiment 2 uses 5).
+  config.g_batches = 1
+  # nonsaturating: -log D(G(z)), eq. (20); saturating: log(1 - D(G(z))).
+  config.generator_loss = 'nonsaturating'
   config.ema_decay = 0.0  # EMA of the generator for sampling; 0 = off.
 
   config.network = ml_collections.ConfigDict()

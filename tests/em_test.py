@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import em as em_config
-from vi_gen import data, errors, gmm, train
+from vi_gen import data, errors, gmm, train, validation
 from vi_gen.methods import em
 
 
@@ -209,7 +209,7 @@ def test_invalid_values_fail_before_anything_is_written(
 @pytest.mark.parametrize('preset', ['', 'mnist', 'toy', 'test'])
 def test_presets_are_valid(preset):
   config = em_config.get_config(preset)
-  train.check_config(config)
+  validation.check_config(config)
   assert config.preset == (preset or 'mnist')
 
 

@@ -13,8 +13,7 @@ import pytest
 from configs import aae as aae_config
 from configs import ali as ali_config
 from configs import vae as vae_config
-from vi_gen import errors, train
-from vi_gen.methods import common
+from vi_gen import errors, players, train, validation
 from vi_gen.methods.aae import AAE
 from vi_gen.methods.ali import ALI, _perturb
 from vi_gen.methods.vae import VAE
@@ -263,9 +262,9 @@ def test_unrolled_scan_matches_lax_scan():
 
   xs = jnp.arange(3.0)
   expected = jax.lax.scan(step, 1.0, xs)
-  assert equal(common.unrolled_scan(step, 1.0, xs), expected)
+  assert equal(players.unrolled_scan(step, 1.0, xs), expected)
   expected = jax.lax.scan(lambda c, _: step(c, 1.0), 1.0, None, length=2)
-  got = common.unrolled_scan(lambda c, _: step(c, 1.0), 1.0, length=2)
+  got = players.unrolled_scan(lambda c, _: step(c, 1.0), 1.0, length=2)
   assert equal(got, expected)
 
 
@@ -312,7 +311,7 @@ def test_invalid_configs_are_rejected(model, overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
     MODELS[model][0](config, MNIST)
   with pytest.raises(errors.ConfigError, match=message):
-    train.check_config(config)
+    validation.check_config(config)
 
 
 def test_bernoulli_vae_on_2d_points_is_rejected():
@@ -320,14 +319,14 @@ def test_bernoulli_vae_on_2d_points_is_rejected():
   config.vae.likelihood = 'bernoulli'
   config.vae.learn_variance = False
   with pytest.raises(errors.ConfigError, match='2-D data'):
-    train.check_config(config)
+    validation.check_config(config)
 
 
 @pytest.mark.parametrize('model', sorted(MODELS))
 @pytest.mark.parametrize('preset', ['mnist', 'celeba', 'toy', 'test'])
 def test_every_preset_is_a_valid_config(model, preset):
   config = MODELS[model][1].get_config(preset)
-  train.check_config(config)
+  validation.check_config(config)
   assert config.model == model and config.preset == preset
 
 

@@ -18,7 +18,15 @@ from configs import ali as ali_config
 from configs import em as em_config
 from configs import gan as gan_config
 from configs import vae as vae_config
-from vi_gen import checkpoint, data, errors, train
+from vi_gen import (
+  checkpoint,
+  data,
+  errors,
+  experiment,
+  inference,
+  methods,
+  train,
+)
 from vi_gen.evaluation import (
   defaults,
   inception,
@@ -127,6 +135,11 @@ def test_mnist_fid_ranks_real_digits_below_blurred_ones_below_noise(mnist):
 
 # Random networks give degenerate samples, whose features' covariance is.
 @pytest.mark.filterwarnings('ignore:Matrix is singular')
+def make_evaluator(config, workdir, eval_config):
+  method = methods.get(config.model)(config, data.example_shape(config.data))
+  return run.Evaluator(config, workdir, method, eval_config)
+
+
 @pytest.mark.parametrize(
   'config_module, preset, expected',
   [
@@ -162,7 +175,7 @@ def test_evaluator_computes_the_metrics_that_apply(
   tmp_path, config_module, preset, expected
 ):
   config = config_module.get_config(preset)
-  evaluator = run.Evaluator(config, str(tmp_path), small_eval())
+  evaluator = make_evaluator(config, str(tmp_path), small_eval())
   if config.model == 'em':  # A valid mixture: `init`'s placeholder.
     state = evaluator.method.init(jax.random.key(0))
   else:
@@ -191,7 +204,7 @@ def test_celeba_reference_images_are_a_seeded_shuffle_of_the_split(tmp_path):
   data_config.data_dir = str(tmp_path)
 
   def ids(seed):
-    x, source = run.real_examples(data_config, 5, 'test', seed)
+    x, source = data.evaluation_examples(data_config, 5, 'test', seed)
     assert x.shape == (5, 64, 64, 3)
     assert source.startswith('TFDS celeb_a test, 5 examples shuffled')
     grey = (x.mean(axis=(1, 2, 3)) + 1.0) * 127.5
@@ -203,7 +216,7 @@ def test_celeba_reference_images_are_a_seeded_shuffle_of_the_split(tmp_path):
 
 
 def save_checkpoint(config, workdir, step):
-  method = train._Setup(config).method
+  method = experiment.Experiment(config).method
   state = random_state(method).replace(step=jnp.asarray(step, jnp.int32))
   manager = checkpoint.create_manager(workdir, 3, True)
   checkpoint.save(manager, state, config)
@@ -216,7 +229,7 @@ def test_evaluate_restores_the_latest_checkpoint_and_writes_its_json(tmp_path):
   workdir = str(tmp_path)
   config.eval = small_eval()
   save_checkpoint(config, workdir, 3)
-  results = train.evaluate(config, workdir)
+  results = inference.evaluate(config, workdir)
   with open(tmp_path / 'eval_3.json') as f:
     assert json.load(f) == results
   assert set(results['metrics']) == MNIST_METRICS
@@ -229,13 +242,13 @@ def test_evaluate_restores_the_latest_checkpoint_and_writes_its_json(tmp_path):
   (cached,) = os.listdir(tmp_path / 'eval_reference')
   stamp = os.path.getmtime(tmp_path / 'eval_reference' / cached)
   # Fixed seed: the same numbers again, from the cached reference features.
-  assert train.evaluate(config, workdir) == results
+  assert inference.evaluate(config, workdir) == results
   assert os.path.getmtime(tmp_path / 'eval_reference' / cached) == stamp
 
 
 def test_evaluate_without_a_checkpoint_says_so(tmp_path):
   with pytest.raises(errors.CheckpointError, match='No checkpoint'):
-    train.evaluate(gan_config.get_config('test'), str(tmp_path))
+    inference.evaluate(gan_config.get_config('test'), str(tmp_path))
 
 
 def test_inception_is_skipped_with_a_warning_or_fails_when_requested(
@@ -243,19 +256,19 @@ def test_inception_is_skipped_with_a_warning_or_fails_when_requested(
 ):
   config = gan_config.get_config('test')
   with caplog.at_level(logging.WARNING):
-    evaluator = run.Evaluator(config, str(tmp_path), small_eval())
+    evaluator = make_evaluator(config, str(tmp_path), small_eval())
   assert evaluator.groups == ('classifier',)
   assert 'inception metrics skipped' in caplog.text
   with pytest.raises(errors.ConfigError, match='inception_weights is empty'):
-    run.Evaluator(config, '', small_eval(metrics=('inception',)))
+    make_evaluator(config, '', small_eval(metrics=('inception',)))
   with pytest.raises(errors.ConfigError, match='not found'):
-    run.Evaluator(
+    make_evaluator(
       config,
       '',
       small_eval(metrics=('inception',), inception_weights='/nonexistent.npz'),
     )
   with pytest.raises(errors.ConfigError, match='does not apply'):
-    run.Evaluator(config, '', small_eval(metrics=('modes',)))
+    make_evaluator(config, '', small_eval(metrics=('modes',)))
 
 
 @pytest.mark.filterwarnings('ignore:Matrix is singular')
@@ -273,7 +286,7 @@ def test_inception_group_records_its_weights_and_computes_is(tmp_path):
   eval_config = small_eval(
     metrics=('inception',), inception_weights=str(weights), is_splits=4
   )
-  evaluator = run.Evaluator(
+  evaluator = make_evaluator(
     gan_config.get_config('test'), str(tmp_path), eval_config
   )
   recipe = evaluator.extractors['inception'].recipe
@@ -330,11 +343,11 @@ def test_eval_every_steps_writes_json_and_tensorboard_while_training(tmp_path):
 def test_encode_dumps_the_codes_of_real_examples(tmp_path):
   config = vae_config.get_config('test')
   train.train_and_evaluate(config, str(tmp_path))
-  codes = train.encode(config, str(tmp_path), 10)
+  codes = inference.encode(config, str(tmp_path), 10)
   assert codes.shape == (10, config.latent_dim) and codes.dtype == np.float32
   assert np.all(np.isfinite(codes)) and np.ptp(codes, axis=0).min() > 0
   with pytest.raises(errors.ConfigError, match='has no encoder'):
-    train.encode(gan_config.get_config('test'), str(tmp_path), 10)
+    inference.encode(gan_config.get_config('test'), str(tmp_path), 10)
 
 
 def run_main(*args):

@@ -35,7 +35,7 @@ from jax.sharding import AxisType
 
 from configs import gan as gan_config
 from configs import vae as vae_config
-from vi_gen import errors, parallel, train
+from vi_gen import errors, experiment, parallel, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {'gan': gan_config, 'vae': vae_config}
@@ -150,9 +150,9 @@ def runs(tmp_path_factory) -> Runs:
   for process in subprocesses:
     finish(process)
   config = parity_config('gan')
-  setup = train._Setup(config)
+  setup = experiment.Experiment(config)
   runs.restored_on_four = {
-    run: setup.restore_or_init(config, runs.workdir(run, 'gan'))
+    run: setup.restore_or_none(runs.workdir(run, 'gan'))
     for run in ('one', 'hosts')
   }
   return runs
@@ -315,7 +315,7 @@ def main() -> None:
       if job == 'train':
         state = train.train_and_evaluate(config, workdir)
       else:
-        state = train._Setup(config).restore_or_init(config, workdir)
+        state = experiment.Experiment(config).restore_or_none(workdir)
       arrays = state_arrays(state)
       if jax.process_index() == 0:
         np.savez(os.path.join(args.out, f'{job}_{model}.npz'), **arrays)

@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import aae, ali, em, gan, vae
-from vi_gen import errors, train
+from vi_gen import errors, guards, inference, train, validation
 from vi_gen.state import TrainState
 
 # When a restore fails on a truncated file, Orbax leaves its other reads to
@@ -518,7 +518,7 @@ def test_sampling_skips_an_unreadable_checkpoint_and_changes_nothing(
 ):
   workdir = damaged_copy(runs, tmp_path, {16: truncate_largest_file})
   before = snapshot(workdir)
-  samples = train.sample(CHAINS['gan_phase'].config(), str(workdir), 4)
+  samples = inference.sample(CHAINS['gan_phase'].config(), str(workdir), 4)
   assert samples.shape == (4, 28, 28, 1) and np.isfinite(samples).all()
   assert snapshot(workdir) == before
 
@@ -598,7 +598,7 @@ def test_bad_values_are_refused_before_anything_is_written(
 @pytest.mark.parametrize('preset', ['', 'mnist', 'celeba', 'toy', 'test'])
 def test_every_gan_preset_passes_the_checks(preset):
   """The other models' presets are checked in their own tests."""
-  train.check_config(gan.get_config(preset))
+  validation.check_config(gan.get_config(preset))
 
 
 def _parent_is_a_file(tmp_path, monkeypatch):
@@ -665,7 +665,7 @@ def test_divergence_check_names_metrics_and_arrays_that_no_metric_covers():
 
   good = {'loss': jnp.asarray(1.0), 'grad_norm': jnp.asarray(2.0)}
   bad = {'loss': jnp.asarray(3.0), 'grad_norm': jnp.asarray(jnp.inf)}
-  summary = train._check_finite([good, good], 5, 6, state([0.0], [1.0]), 4)
+  summary = guards.check_finite([good, good], 5, 6, state([0.0], [1.0]), 4)
   assert summary == {'loss': 1.0, 'grad_norm': 2.0}
   with pytest.raises(
     errors.DivergenceError,
@@ -673,7 +673,7 @@ def test_divergence_check_names_metrics_and_arrays_that_no_metric_covers():
     r' state.ema_params.g.w\. Training stopped and the last checkpoint, of'
     r' step 4, is intact',
   ):
-    train._check_finite([good, bad], 5, 6, state([jnp.inf], [jnp.nan]), 4)
+    guards.check_finite([good, bad], 5, 6, state([jnp.inf], [jnp.nan]), 4)
 
 
 class _FakeManager:
@@ -689,7 +689,7 @@ class _FakeManager:
 def test_sigterm_only_sets_a_flag_and_the_handler_is_restored():
   before = signal.getsignal(signal.SIGTERM)
   manager = _FakeManager(at=None)
-  with train._StopRequest() as stop:
+  with guards.StopRequest() as stop:
     # Sent only once our handler is in place, or it would end pytest.
     assert signal.getsignal(signal.SIGTERM) == stop._handle
     assert not stop.requested(1, manager)
@@ -700,6 +700,6 @@ def test_sigterm_only_sets_a_flag_and_the_handler_is_restored():
 
 def test_orbax_preemption_notice_stops_at_its_step():
   manager = _FakeManager(at=3)
-  with train._StopRequest() as stop:
+  with guards.StopRequest() as stop:
     assert not stop.requested(2, manager)
     assert stop.requested(3, manager) and stop.reason == 'a preemption notice'

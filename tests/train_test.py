@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import gan as gan_config
-from vi_gen import checkpoint, errors, train
+from vi_gen import checkpoint, errors, experiment, inference, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,8 +64,8 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, mode):
 def test_checkpoint_round_trip_keeps_the_old_generator(tmp_path):
   config = make_config(num_steps=2)
   state = train.train_and_evaluate(config, str(tmp_path))
-  setup = train._Setup(config)
-  restored = setup.restore_or_init(config, str(tmp_path))
+  setup = experiment.Experiment(config)
+  restored = setup.restore_or_none(str(tmp_path))
   assert_trees_equal(state, restored)
   assert_trees_equal(state.old_params, restored.old_params)
   assert leaves(restored.old_params)  # non-empty
@@ -84,19 +84,19 @@ def test_finished_run_is_not_extended_or_repeated(tmp_path):
 def test_sample_mode_is_deterministic_and_in_range(tmp_path):
   config = make_config()
   train.train_and_evaluate(config, str(tmp_path))
-  samples = train.sample(config, str(tmp_path), 20, seed=0)
+  samples = inference.sample(config, str(tmp_path), 20, seed=0)
   assert samples.shape == (20, 28, 28, 1) and samples.dtype == np.float32
   assert samples.min() >= -1 and samples.max() <= 1
   np.testing.assert_array_equal(
-    samples, train.sample(config, str(tmp_path), 20)
+    samples, inference.sample(config, str(tmp_path), 20)
   )
-  other = train.sample(config, str(tmp_path), 20, seed=1)
+  other = inference.sample(config, str(tmp_path), 20, seed=1)
   assert not np.array_equal(samples, other)
 
 
 def test_sample_mode_without_checkpoint_says_train_first(tmp_path):
   with pytest.raises(errors.CheckpointError, match='train first'):
-    train.sample(make_config(), str(tmp_path), 4)
+    inference.sample(make_config(), str(tmp_path), 4)
 
 
 def snapshot(path):
@@ -132,7 +132,7 @@ def test_incompatible_shapes_are_refused_untouched(tmp_path):
   train.train_and_evaluate(make_config(num_steps=2), str(tmp_path))
   before = snapshot(tmp_path)
   config = make_config()
-  setup = train._Setup(config)
+  setup = experiment.Experiment(config)
   abstract = checkpoint.abstract_like(
     jax.eval_shape(setup.method.init, setup.init_key), setup.replicated
   )
@@ -257,6 +257,7 @@ def test_cli_trains_then_samples(tmp_path):
 
 def test_default_workdir_is_named_after_model_and_preset():
   assert (
-    train.default_workdir(gan_config.get_config('mnist')) == 'runs/gan_mnist'
+    experiment.default_workdir(gan_config.get_config('mnist'))
+    == 'runs/gan_mnist'
   )
-  assert train.default_workdir(gan_config.get_config()) == 'runs/gan'
+  assert experiment.default_workdir(gan_config.get_config()) == 'runs/gan'

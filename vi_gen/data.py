@@ -421,3 +421,44 @@ def create_dataset(config) -> Dataset:
   raise errors.ConfigError(
     f'Unknown data.name {name!r}; known: {", ".join(NAMES)}.'
   )
+
+
+def evaluation_examples(
+  data_config, num: int, split: str, seed: int
+) -> tuple[np.ndarray, str]:
+  """Up to `num` real examples in the training range, and a description.
+
+  Bundled MNIST: its 10k images (the presets' training data; no held-out
+  set exists offline). TFDS: `split`. 2-D mixtures: fresh draws from a
+  stream the training batches never use.
+  """
+  if data_config.name in MIXTURES:
+    centers, std = mixture_centers(data_config.name)
+    rng = np.random.default_rng([seed, 2**32 - 1])  # Training: [seed, i].
+    modes = rng.integers(len(centers), size=num)
+    x = centers[modes] + std * rng.normal(size=(num, 2))
+    return x.astype(np.float32), f'{data_config.name}: {num} fresh draws'
+  heldout = data_config.copy_and_resolve_references()
+  heldout.split = split
+  if data_config.name == 'mnist':
+    x = load_mnist(heldout)
+    subset = f'all {len(x)}'
+    if num < len(x):
+      # Not a prefix: MNIST's test set is ordered (its first 5000 digits are
+      # cleaner than the last 5000).
+      subset = f'{num} of {len(x)} drawn with seed {seed}'
+      x = x[np.sort(np.random.default_rng(seed).permutation(len(x))[:num])]
+    if data_config.source == 'bundled':
+      return x, f'bundled MNIST (t10k), {subset}; the presets train on it'
+    return x, f'TFDS mnist {split}, {subset}'
+  # CelebA's splits are ordered by file name (an identity's images are
+  # near each other): shuffle before taking `num`.
+  records = celeba_records(heldout)
+  records = records.shuffle(data_config.shuffle_buffer, seed=seed).take(num)
+  images = records.map(celeba_preprocess(heldout)).batch(100)
+  x = np.concatenate(list(images.as_numpy_iterator()))
+  return x, (
+    f'TFDS celeb_a {split}, {len(x)} examples shuffled with seed {seed}'
+    f' (buffer {data_config.shuffle_buffer}), crop {data_config.crop_size},'
+    f' {data_config.resize} resize to {data_config.image_size}'
+  )

@@ -176,7 +176,11 @@ def generator_regularizer(fake: Array, old_fake: Array) -> Array:
 
 
 def regularized_generator_loss(
-  fake_logits: Array, fake: Array, old_fake: Array, weight: float
+  fake_logits: Array,
+  fake: Array,
+  old_fake: Array,
+  weight: float,
+  adversarial: Literal['nonsaturating', 'saturating'] = 'nonsaturating',
 ) -> Array:
   """The paper's generator loss, eq. (26): -E log D(G(z)) + w * ||G - G^o||^2.
 
@@ -187,13 +191,25 @@ def regularized_generator_loss(
     fake: G(z).
     old_fake: G^o(z) on the same z (treated as a constant).
     weight: lambda, applied to the per-element mean (reference value 5).
+    adversarial: the first term: 'nonsaturating', eq. (20), or
+      'saturating', `saturating_generator_loss`.
 
   Returns:
     The scalar loss.
+
+  Raises:
+    ValueError: an unknown `adversarial`.
   """
-  return generator_loss(fake_logits) + weight * generator_regularizer(
-    fake, old_fake
-  )
+  if adversarial == 'nonsaturating':
+    first = generator_loss(fake_logits)
+  elif adversarial == 'saturating':
+    first = saturating_generator_loss(fake_logits)
+  else:
+    raise ValueError(
+      "adversarial must be 'nonsaturating' or 'saturating', got"
+      f' {adversarial!r}.'
+    )
+  return first + weight * generator_regularizer(fake, old_fake)
 
 
 # -------------------------------------------------- densities and the VAE ---

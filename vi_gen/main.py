@@ -93,7 +93,7 @@ def _run(argv) -> None:
   import jax
   import numpy as np
 
-  from vi_gen import train
+  from vi_gen import experiment, inference, train
 
   cluster = {
     'coordinator_address': _COORDINATOR.value,
@@ -112,7 +112,7 @@ def _run(argv) -> None:
     jax.local_devices(),
   )
   config = _CONFIG.value
-  workdir = _WORKDIR.value or train.default_workdir(config)
+  workdir = _WORKDIR.value or experiment.default_workdir(config)
   if _MODE.value == 'train':
     logging.info('Training %s in %s', config.model, workdir)
     train.train_and_evaluate(config, workdir)
@@ -120,17 +120,19 @@ def _run(argv) -> None:
   if _MODE.value == 'eval':
     from vi_gen.evaluation import run as eval_run
 
-    print(eval_run.to_json(train.evaluate(config, workdir)))
+    print(eval_run.to_json(inference.evaluate(config, workdir)))
     return
   if not _OUTPUT.value:
     raise app.UsageError('--mode=sample needs --output=FILE.npy')
   outputs = {
-    _OUTPUT.value: train.sample(
+    _OUTPUT.value: inference.sample(
       config, workdir, _NUM_SAMPLES.value, _SAMPLE_SEED.value
     )
   }
   if _ENCODE.value:
-    outputs[_ENCODE.value] = train.encode(config, workdir, _NUM_SAMPLES.value)
+    outputs[_ENCODE.value] = inference.encode(
+      config, workdir, _NUM_SAMPLES.value
+    )
   if jax.process_index() == 0:
     for path, array in outputs.items():
       os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -8,7 +8,6 @@ derived from `config.seed` and the step.
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import struct
 
 PyTree = Any
@@ -36,16 +35,3 @@ class TrainState(struct.PyTreeNode):
   old_params: dict[str, PyTree] = struct.field(default_factory=dict)
   ema_params: dict[str, PyTree] = struct.field(default_factory=dict)
   extras: dict[str, PyTree] = struct.field(default_factory=dict)
-
-
-def copy_tree(tree: PyTree) -> PyTree:
-  """A copy with fresh buffers.
-
-  Aliasing old or EMA params with the live ones in a donated state makes XLA
-  donate one buffer twice, which crashes.
-  """
-  return jax.tree.map(jnp.copy, tree)
-
-
-def ema_update(ema: PyTree, params: PyTree, decay: float) -> PyTree:
-  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)

@@ -1,9 +1,9 @@
 """The metrics the field reports, computed offline.
 
-  from vi_gen import train
-  results = train.evaluate(config, workdir)       # the latest checkpoint
+  from vi_gen import inference
+  results = inference.evaluate(config, workdir)   # the latest checkpoint
   from vi_gen.evaluation import run
-  evaluator = run.Evaluator(config, workdir)      # once, then per step:
+  evaluator = run.Evaluator(config, workdir, method)  # once, then per step:
   results = evaluator(state, step)
 
 Modules: `run` (which metrics apply, recipes, eval_<step>.json), `metrics`

@@ -19,11 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vi_gen import losses
-from vi_gen.methods import vae as vae_method
-from vi_gen.methods.common import apply
-from vi_gen.state import TrainState
-
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -101,69 +96,6 @@ def bits_per_dim(
 
 # The pixel grid of `vi_gen.data.to_unit_range`: k / 127.5 - 1.
 PIXEL_BIN_WIDTH = 2.0 / 255.0
-
-
-def vae_log_likelihood_fn(
-  method: vae_method.VAE, state: TrainState, x: jax.Array
-) -> Callable[[jax.Array], jax.Array]:
-  """z -> log q(x|z) [B] for the VAE method's decoder (live params,
-  BatchNorm in eval mode), in the likelihood it was trained with."""
-  params = state.params
-
-  def log_likelihood(z: jax.Array) -> jax.Array:
-    out, _ = apply(
-      method.decoder,
-      params['decoder'],
-      state.batch_stats['decoder'],
-      z,
-      train=False,
-    )
-    if method.bernoulli:
-      return -losses.bernoulli_nll(out, (x + 1.0) / 2.0)
-    return -losses.gaussian_nll(x, out, method.recon_logvar(params))
-
-  return log_likelihood
-
-
-def vae_bounds(
-  method: vae_method.VAE,
-  state: TrainState,
-  x: jax.Array,
-  key: jax.Array,
-  num_samples: int,
-  chunk_size: int,
-) -> Bounds:
-  """`iwae_bound` of the VAE method's encoder and decoder on x [B, ...]."""
-  (mean, logvar), _ = apply(
-    method.encoder,
-    state.params['encoder'],
-    state.batch_stats['encoder'],
-    x,
-    train=False,
-  )
-  return iwae_bound(
-    key,
-    mean,
-    logvar,
-    vae_log_likelihood_fn(method, state, x),
-    num_samples,
-    chunk_size,
-  )
-
-
-def likelihood_description(method: vae_method.VAE) -> str:
-  """What the nats are a density of, for the recipe."""
-  if method.bernoulli:
-    return (
-      'Bernoulli(sigmoid(logits)) of the grey levels mapped to [0, 1] (the'
-      ' training cross-entropy; a normalised likelihood only for binary'
-      ' images); bits/dim = nats / (D ln 2)'
-    )
-  return (
-    'Gaussian N(G(z), exp(recon_logvar)) density of the data in the'
-    ' training range; for images bits/dim counts bins of width 2/255'
-    ' (discrete NLL = NLL - D ln(2/255)), without dequantisation noise'
-  )
 
 
 def summarize(values: np.ndarray) -> tuple[float, float]:

@@ -1,8 +1,14 @@
-"""`Evaluator`: the metrics that apply to a trained model (`train.evaluate`
-runs it on the latest checkpoint, the training loop every few steps).
+"""`Evaluator`: the metrics that apply to a trained model
+(`inference.evaluate` runs it on the latest checkpoint, the training loop
+every few steps).
 
-Which metrics apply (each a group; `eval.metrics` names groups explicitly,
-empty = every group that applies):
+The evaluation names no model: the data decides the sample-quality groups
+(FID/KID on images, modes on 2-D mixtures), the model declares the rest in
+`method.eval_groups` and hands over the functions they call (`generate`,
+`reconstruct`, `log_likelihood_bounds`, `log_likelihood`); `vi_gen.data`
+draws the real examples. Each group, registered by name in `GROUPS`
+(`eval.metrics` names groups explicitly, empty = every group that
+applies):
 
 * `classifier` (MNIST): FID and KID on the penultimate features of the
   project's MNIST classifier (`mnist_classifier.py`), the offline metric the
@@ -11,10 +17,12 @@ empty = every group that applies):
   the weights file `eval.inception_weights`. Without it the group is skipped
   with one log line, or is an error when named in `eval.metrics`.
 * `modes` (2-D mixtures): modes captured, high-quality share, reverse KL.
-* `likelihood` (VAE): IWAE bound and ELBO, nats and bits/dim.
-* `autoencoder` (AAE, ALI): reconstruction error of G(E(x)) and MMD^2 of the
-  codes E(x) to the prior N(0, I).
-* `em` (EM): held-out log-likelihood of the mixture.
+* `likelihood` (models with `log_likelihood_bounds`, the VAE): IWAE bound
+  and ELBO, nats and bits/dim.
+* `autoencoder` (models with `reconstruct`, the AAE and ALI): reconstruction
+  error of G(E(x)) and MMD^2 of the codes E(x) to the prior N(0, I).
+* `heldout_likelihood` (models with an exact `log_likelihood`, EM): held-out
+  log-likelihood.
 
 Everything is a function of `eval.seed`; every number is written with its
 recipe (sample counts, reference split, preprocessing, weights' SHA-256) to
@@ -36,8 +44,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from clu import metric_writers
 
-from vi_gen import data, errors, gmm, methods
+from vi_gen import data, errors
 from vi_gen.evaluation import (
   inception,
   likelihood,
@@ -48,14 +57,28 @@ from vi_gen.evaluation import modes as mode_metrics
 from vi_gen.evaluation.defaults import get_config
 from vi_gen.state import TrainState
 
-GROUPS = ('classifier', 'inception', 'modes', 'likelihood', 'autoencoder', 'em')
+GROUPS = (
+  'classifier',
+  'inception',
+  'modes',
+  'likelihood',
+  'autoencoder',
+  'heldout_likelihood',
+)
 # Generated and real images alike (CelebA's bicubic resize overshoots and
 # leaves the grid; MNIST is on it already), as images saved as 8-bit files.
 QUANTIZATION = 'clipped to [-1, 1], rounded to the 8-bit grid k/127.5 - 1'
 
 
-def applicable_groups(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The metric groups that make sense for this model and data."""
+def applicable_groups(
+  config: ml_collections.ConfigDict, method_groups: tuple[str, ...]
+) -> tuple[str, ...]:
+  """The metric groups that make sense for this data and model.
+
+  Args:
+    config: the run's config (its data decides the sample-quality groups).
+    method_groups: the groups the model declares (`method.eval_groups`).
+  """
   groups = []
   name = config.data.name
   if name == 'mnist':
@@ -64,17 +87,13 @@ def applicable_groups(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     groups.append('inception')
   if name in data.MIXTURES:
     groups.append('modes')
-  groups += {
-    'vae': ['likelihood'],
-    'aae': ['autoencoder'],
-    'ali': ['autoencoder'],
-    'em': ['em'],
-  }.get(config.model, [])
-  return tuple(groups)
+  return tuple(groups) + tuple(method_groups)
 
 
 def select_groups(
-  config: ml_collections.ConfigDict, eval_config: ml_collections.ConfigDict
+  config: ml_collections.ConfigDict,
+  eval_config: ml_collections.ConfigDict,
+  method_groups: tuple[str, ...],
 ) -> tuple[tuple[str, ...], dict[str, str]]:
   """(groups to compute, {skipped group: why}).
 
@@ -82,7 +101,7 @@ def select_groups(
     errors.ConfigError: a requested group is unknown or does not apply, or
       `inception` was requested without a weights file.
   """
-  applicable = applicable_groups(config)
+  applicable = applicable_groups(config, method_groups)
   requested = tuple(eval_config.metrics)
   for group in requested:
     if group not in GROUPS:
@@ -182,6 +201,7 @@ class Evaluator:
     self,
     config: ml_collections.ConfigDict,
     workdir: str,
+    method,
     eval_config: ml_collections.ConfigDict | None = None,
   ):
     """
@@ -189,6 +209,7 @@ class Evaluator:
       config: the model's config.
       workdir: where reference statistics are cached (under
         `eval_reference/`) unless `eval.reference_dir` is set.
+      method: the model (the interface of `vi_gen.methods`).
       eval_config: the `eval` block; default `config.eval`, else
         `get_config()`.
     """
@@ -197,8 +218,10 @@ class Evaluator:
     self.config = config
     self.eval = eval_config
     self.example_shape = data.example_shape(config.data)
-    self.method = methods.get(config.model)(config, self.example_shape)
-    self.groups, self.skipped = select_groups(config, eval_config)
+    self.method = method
+    self.groups, self.skipped = select_groups(
+      config, eval_config, method.eval_groups
+    )
     for group, why in self.skipped.items():
       logging.warning('Evaluation: %s metrics skipped: %s.', group, why)
     self.reference_dir = eval_config.reference_dir or os.path.join(
@@ -217,13 +240,26 @@ class Evaluator:
       self.extractors['inception'] = inception_extractor(
         eval_config.inception_weights
       )
+    # Group name -> state -> (metrics, recipe).
+    self._group_functions = {
+      'classifier': functools.partial(
+        self._feature_metrics, group='classifier', prefix='mnist_'
+      ),
+      'inception': functools.partial(
+        self._feature_metrics, group='inception', prefix=''
+      ),
+      'modes': self._modes,
+      'likelihood': self._likelihood,
+      'autoencoder': self._autoencoder,
+      'heldout_likelihood': self._heldout_likelihood,
+    }
 
   # ------------------------------------------------------------ the data ---
 
   @functools.cached_property
   def real(self) -> tuple[np.ndarray, str]:
     """(`num_reference` real examples, what they are)."""
-    return real_examples(
+    return data.evaluation_examples(
       self.config.data, self.eval.num_reference, self.eval.split, self.eval.seed
     )
 
@@ -234,7 +270,7 @@ class Evaluator:
 
   def samples(self, state: TrainState, num: int, stream: int) -> np.ndarray:
     """`num` samples of the model, float32; latents from (seed, stream)."""
-    return methods.generate_in_chunks(
+    return generate_in_chunks(
       self.method,
       self._generate,
       state,
@@ -250,7 +286,7 @@ class Evaluator:
   @functools.cached_property
   def _bounds(self) -> Callable:
     return jax.jit(
-      functools.partial(likelihood.vae_bounds, self.method),
+      self.method.log_likelihood_bounds,
       static_argnames=('num_samples', 'chunk_size'),
     )
 
@@ -370,7 +406,7 @@ class Evaluator:
       elbo.append(np.asarray(b.elbo))
     results = {}
     dims = self._bits_per_dim()
-    bin_width = None if self.method.bernoulli else likelihood.PIXEL_BIN_WIDTH
+    bin_width = self.method.likelihood_bin_width
     for name, values in (('iwae', iwae), ('elbo', elbo)):
       nll, se = likelihood.summarize(-np.concatenate(values))
       results[f'{name}_nll_nats'] = nll
@@ -384,7 +420,7 @@ class Evaluator:
       'num_examples': len(x),
       'iwae_samples': self.eval.iwae_samples,
       'elbo': f'mean log-weight over the same {self.eval.iwae_samples} samples',
-      'likelihood': likelihood.likelihood_description(self.method),
+      'likelihood': self.method.likelihood_description,
       'networks': 'live encoder and decoder, BatchNorm in eval mode',
     }
     return results, recipe
@@ -427,10 +463,9 @@ class Evaluator:
     }
     return results, recipe
 
-  def _em(self, state: TrainState) -> tuple[dict, dict]:
+  def _heldout_likelihood(self, state: TrainState) -> tuple[dict, dict]:
     x, source = self.heldout()
-    params = self.method.mixture(state)
-    values = np.asarray(gmm.log_likelihood(params, x.reshape(len(x), -1)))
+    values = np.asarray(self.method.log_likelihood(state, x))
     nll, se = likelihood.summarize(-values)
     results = {'heldout_nll_nats': nll, 'heldout_nll_nats_se': se}
     dims = self._bits_per_dim()
@@ -450,18 +485,7 @@ class Evaluator:
     """Every metric of `state`, with recipes; nothing is written."""
     results, recipes = {}, {}
     for group in self.groups:
-      if group == 'classifier':
-        values, recipe = self._feature_metrics(state, group, 'mnist_')
-      elif group == 'inception':
-        values, recipe = self._feature_metrics(state, group, '')
-      elif group == 'modes':
-        values, recipe = self._modes(state)
-      elif group == 'likelihood':
-        values, recipe = self._likelihood(state)
-      elif group == 'autoencoder':
-        values, recipe = self._autoencoder(state)
-      else:
-        values, recipe = self._em(state)
+      values, recipe = self._group_functions[group](state)
       results.update(values)
       recipes[group] = {'seed': self.eval.seed, **recipe}
     return {
@@ -474,45 +498,23 @@ class Evaluator:
     }
 
 
-def real_examples(
-  data_config: ml_collections.ConfigDict, num: int, split: str, seed: int
-) -> tuple[np.ndarray, str]:
-  """Up to `num` real examples in the training range, and a description.
-
-  Bundled MNIST: its 10k images (the presets' training data; no held-out
-  set exists offline). TFDS: `split`. 2-D mixtures: fresh draws from a
-  stream the training batches never use.
-  """
-  if data_config.name in data.MIXTURES:
-    centers, std = data.mixture_centers(data_config.name)
-    rng = np.random.default_rng([seed, 2**32 - 1])  # Training: [seed, i].
-    modes = rng.integers(len(centers), size=num)
-    x = centers[modes] + std * rng.normal(size=(num, 2))
-    return x.astype(np.float32), f'{data_config.name}: {num} fresh draws'
-  heldout = data_config.copy_and_resolve_references()
-  heldout.split = split
-  if data_config.name == 'mnist':
-    x = data.load_mnist(heldout)
-    subset = f'all {len(x)}'
-    if num < len(x):
-      # Not a prefix: MNIST's test set is ordered (its first 5000 digits are
-      # cleaner than the last 5000).
-      subset = f'{num} of {len(x)} drawn with seed {seed}'
-      x = x[np.sort(np.random.default_rng(seed).permutation(len(x))[:num])]
-    if data_config.source == 'bundled':
-      return x, f'bundled MNIST (t10k), {subset}; the presets train on it'
-    return x, f'TFDS mnist {split}, {subset}'
-  # CelebA's splits are ordered by file name (an identity's images are
-  # near each other): shuffle before taking `num`.
-  records = data.celeba_records(heldout)
-  records = records.shuffle(data_config.shuffle_buffer, seed=seed).take(num)
-  images = records.map(data.celeba_preprocess(heldout)).batch(100)
-  x = np.concatenate(list(images.as_numpy_iterator()))
-  return x, (
-    f'TFDS celeb_a {split}, {len(x)} examples shuffled with seed {seed}'
-    f' (buffer {data_config.shuffle_buffer}), crop {data_config.crop_size},'
-    f' {data_config.resize} resize to {data_config.image_size}'
-  )
+def generate_in_chunks(
+  method,
+  generate: Callable,
+  state,
+  key: jax.Array,
+  num: int,
+  batch_size: int,
+) -> np.ndarray:
+  """`num` samples, float32, `batch_size` per call of `generate` (the
+  method's jitted `generate`); chunk i's latents come from fold_in(key,
+  start of chunk i), so the samples depend on num only by truncation."""
+  chunks = []
+  for start in range(0, num, batch_size):
+    size = min(batch_size, num - start)
+    z = method.latents(jax.random.fold_in(key, start), size)
+    chunks.append(np.asarray(jax.device_get(generate(state, z)), np.float32))
+  return np.concatenate(chunks)
 
 
 def to_json(results: dict) -> str:
@@ -535,3 +537,21 @@ def write_results(workdir: str, results: dict) -> str:
   with open(path, 'w') as f:
     f.write(to_json(results))
   return path
+
+
+def report(
+  results: dict, workdir: str, writer: metric_writers.MetricWriter
+) -> None:
+  """Writes eval_<step>.json (process 0) and logs the finite metrics as
+  eval/<name>."""
+  scalars = {
+    f'eval/{name}': value
+    for name, value in results['metrics'].items()
+    if math.isfinite(value)
+  }
+  writer.write_scalars(results['step'], scalars)
+  if jax.process_index() == 0:
+    path = write_results(workdir, results)
+    logging.info(
+      'Evaluation at step %d: %s (%s)', results['step'], scalars, path
+    )

@@ -1,4 +1,8 @@
-"""One module per model. Each defines a class with the same small interface:
+"""The models, one module each, registered by name in `METHODS`.
+
+A model is a class with this interface, which is all that the loop
+(`vi_gen.train`), the inference modes (`vi_gen.inference`) and the
+evaluation (`vi_gen.evaluation`) know of it:
 
   method = Method(config, example_shape)   # networks, optimizers, checks
   method.batches_per_iteration             # real batches one iteration uses
@@ -7,18 +11,16 @@
   method.latents(key, num) -> z
   method.generate(state, z) -> samples
   method.pictures(state, key, reference) -> {name: uint8 [H, W, C]}
+  method.eval_groups                       # metric groups it supports
   Method.check_config(config)              # static; raises ConfigError
 
-Models with an encoder (VAE, AAE, ALI) also have
-`method.reconstruct(state, x) -> (E(x), G(E(x)))`, which the evaluation and
-`--encode` use; EM has `method.mixture(state)`. The training loop only talks
-to this interface.
+and, for the metric groups it declares, `reconstruct(state, x)`
+('autoencoder'), `log_likelihood_bounds(state, x, key, ...)` ('likelihood').
+The gradient-trained models (GAN, VAE, AAE, ALI) subclass
+`methods.base.LatentModel` and declare their phases (`vi_gen.players`); EM
+writes its closed-form iteration itself. `register` adds a model from
+outside the package.
 """
-
-from collections.abc import Callable
-
-import jax
-import numpy as np
 
 from vi_gen import errors
 from vi_gen.methods.aae import AAE
@@ -36,28 +38,20 @@ METHODS = {
 }
 
 
+def register(name: str, method: type) -> None:
+  """Makes `config.model = name` train `method` (e.g. from a test or a
+  research script, without editing this package)."""
+  METHODS[name] = method
+
+
+def with_encoder() -> list[str]:
+  """The registered models that have an encoder (`reconstruct`)."""
+  return sorted(n for n, m in METHODS.items() if hasattr(m, 'reconstruct'))
+
+
 def get(name: str) -> type:
   if name not in METHODS:
     raise errors.ConfigError(
       f'Unknown model {name!r}; known: {sorted(METHODS)}.'
     )
   return METHODS[name]
-
-
-def generate_in_chunks(
-  method,
-  generate: Callable,
-  state,
-  key: jax.Array,
-  num: int,
-  batch_size: int,
-) -> np.ndarray:
-  """`num` samples, float32, `batch_size` per call of `generate` (the
-  method's jitted `generate`); chunk i's latents come from fold_in(key,
-  start of chunk i), so the samples depend on num only by truncation."""
-  chunks = []
-  for start in range(0, num, batch_size):
-    size = min(batch_size, num - start)
-    z = method.latents(jax.random.fold_in(key, start), size)
-    chunks.append(np.asarray(jax.device_get(generate(state, z)), np.float32))
-  return np.concatenate(chunks)

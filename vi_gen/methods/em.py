@@ -120,6 +120,7 @@ class EM:
   """EM for a Gaussian mixture: placeholder init, one EM step per iteration."""
 
   check_config = staticmethod(check_config)
+  eval_groups = ('heldout_likelihood',)
 
   def __init__(self, config, example_shape: tuple[int, ...]):
     check_config(config)
@@ -133,6 +134,10 @@ class EM:
   def mixture(self, state: TrainState) -> gmm.GMMParams:
     """The mixture's parameters (stored as a dict, the checkpoint's form)."""
     return gmm.GMMParams(**state.params['mixture'])
+
+  def log_likelihood(self, state: TrainState, x: jax.Array) -> jax.Array:
+    """log q(x) per example of x [N, ...] (images flattened), in nats."""
+    return gmm.log_likelihood(self.mixture(state), x.reshape(len(x), -1))
 
   def initial_mixture(self, key: jax.Array, x: jax.Array) -> gmm.GMMParams:
     """k-means++ seeds, then the M-step (eq. 8) of the hard assignment of

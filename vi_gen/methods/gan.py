@@ -1,234 +1,171 @@
 """GAN and the paper's regularized GAN (VGAN): eqs. (16), (20) and (26).
 
-One iteration is `d_steps` D steps (eq. 16, each on its own real batch and
-fresh z), then a snapshot of the generator, then `g_steps` G steps on one
-fresh z (eq. 26), as in the reference code (paper.md §3.3, §4.6). The
-regularizer pulls G(z) towards G^o(z), the old generator on the same z:
+One iteration is two phases (paper.md §3.3, §4.6):
+
+1. `d_steps` D steps of eq. (16), each on its own real batch and fresh z;
+2. a snapshot of the generator, G^o, then `g_batches` fresh z batches with
+   `g_steps` G steps of eq. (26) on each, all regularized towards the same
+   G^o (the reference's Experiment 1: 1 batch x 2 steps; Experiment 2:
+   5 batches x 2 steps after 5 D steps).
+
+The regularizer pulls G(z) towards G^o(z), the old generator on the same z:
 
 * `old_generator='phase'` (the paper's meaning): G^o is the generator at the
-  start of this G phase, the one D was just trained against. On the first G
-  step G == G^o, so the term only acts from the second step on.
+  start of this G phase, the one D was just trained against. On the phase's
+  first G step G == G^o, so the term acts from the second step on.
 * `old_generator='lagged'`: G^o is the snapshot of the previous iteration,
   one iteration behind, which acts even with a single G step.
 
-`reg_weight=0` gives the standard GAN of eq. (20).
+`reg_weight=0` gives the standard GAN of eq. (20); `generator_loss=
+'saturating'` its minimax form, E log(1 - D(G(z))).
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from vi_gen import errors, losses, networks
-from vi_gen.methods import common
-from vi_gen.state import TrainState, copy_tree
+from vi_gen import errors, losses, networks, players
+from vi_gen.methods import base
 
-
-def check_config(config) -> None:
-  """GAN-specific config rules; raises errors.ConfigError."""
-  errors.require(
-    config.reg_weight >= 0,
-    f'reg_weight must be >= 0, got {config.reg_weight}.',
-  )
-  common.check_alternation(
-    config,
-    term='the regularizer',
-    switch_off='reg_weight=0',
-    uses_old=bool(config.reg_weight),
-  )
+# The generator's adversarial term: eq. (20), or the minimax form it replaces.
+GENERATOR_LOSSES = {
+  'nonsaturating': losses.generator_loss,
+  'saturating': losses.saturating_generator_loss,
+}
 
 
-class GAN(common.LatentModel):
-  """The GAN method: networks, optimizers and one jit-able iteration."""
+class GAN(base.LatentModel):
+  """The GAN: a generator and a discriminator, alternating."""
 
-  networks = ('generator', 'discriminator')
   decoder_name = 'generator'
-  check_config = staticmethod(check_config)
+  old_networks = ('generator',)
 
-  def __init__(self, config, example_shape: tuple[int, ...]):
-    check_config(config)
-    self.config = config
-    self.example_shape = tuple(example_shape)
-    self.generator, self.discriminator = networks.build_gan(
-      config.network, example_shape
+  @staticmethod
+  def check_config(config) -> None:
+    errors.require(
+      config.reg_weight >= 0,
+      f'reg_weight must be >= 0, got {config.reg_weight}.',
     )
-    self.txs = {name: common.adam(config.optim) for name in self.networks}
-    self.batches_per_iteration = config.d_steps
+    errors.require(
+      config.generator_loss in GENERATOR_LOSSES,
+      f'generator_loss must be one of {tuple(GENERATOR_LOSSES)}, got'
+      f' {config.generator_loss!r}.',
+    )
+    errors.require(
+      config.g_batches >= 1,
+      f'g_batches must be >= 1, got {config.g_batches}.',
+    )
+    base.check_alternation(
+      config,
+      term='the regularizer',
+      switch_off='reg_weight=0',
+      uses_old=bool(config.reg_weight),
+    )
 
-  def init(self, key: jax.Array) -> TrainState:
-    params, batch_stats = common.init_networks(
-      key,
+  def build_networks(self):
+    generator, discriminator = networks.build_gan(
+      self.config.network, self.example_shape
+    )
+    return {
+      'generator': (generator, (jnp.zeros((2, self.config.latent_dim)),)),
+      'discriminator': (discriminator, (jnp.zeros((2, *self.example_shape)),)),
+    }
+
+  @property
+  def batches_per_iteration(self) -> int:
+    return self.config.d_steps
+
+  def _keys(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(one key per D step, the G phase's key)."""
+    keys = jax.random.split(key, self.config.d_steps + 1)
+    return keys[:-1], keys[-1]
+
+  def phases(self) -> list[players.Phase]:
+    return [
+      players.Phase(
+        'd',
+        ('discriminator',),
+        self.discriminator_loss,
+        self.config.d_steps,
+        lambda ctx: (None, (ctx.batch, self._keys(ctx.key)[0])),
+      ),
+      players.Phase(
+        'g',
+        ('generator',),
+        self.generator_loss,
+        self.config.g_batches * self.config.g_steps,
+        self._generator_inputs,
+        snapshot=('generator',),
+      ),
+    ]
+
+  def discriminator_loss(self, params, stats, shared, step_input):
+    """Eq. (16) on a real batch and G(z) for fresh z."""
+    del shared
+    real, key = step_input
+    # G's statistics are updated by G's own steps only.
+    fake, _ = self.run(
+      'generator', params, stats, self.latents(key, real.shape[0])
+    )
+    # D sees the real and the fake batch separately, as in the reference,
+    # so each gets its own BatchNorm statistics.
+    real_logits, d_stats = self.run('discriminator', params, stats, real)
+    fake_logits, d_stats = self.run(
+      'discriminator', params, {'discriminator': d_stats}, fake
+    )
+    loss = losses.discriminator_loss(real_logits, fake_logits)
+    return loss, (
+      {'discriminator': d_stats},
       {
-        'generator': (
-          self.generator,
-          (jnp.zeros((2, self.config.latent_dim)),),
-        ),
-        'discriminator': (
-          self.discriminator,
-          (jnp.zeros((2, *self.example_shape)),),
-        ),
+        'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
+        'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
       },
     )
-    return common.new_state(
-      params,
-      batch_stats,
-      self.txs,
-      old_params={'generator': copy_tree(params['generator'])},
-      ema_params=common.ema_init(
-        params['generator'], 'generator', self.config.ema_decay
-      ),
-    )
 
-  def _d_step(self, g_params, g_stats, carry, inputs):
-    """One D step of eq. (16) on a real batch and G(z) for fresh z."""
-    d_params, d_opt, d_stats = carry
-    real, key = inputs
-    # G's statistics are updated by G's own steps only.
-    fake, _ = common.apply(
-      self.generator,
-      g_params,
-      g_stats,
-      self.latents(key, real.shape[0]),
-      train=True,
-    )
-    fake = jax.lax.stop_gradient(fake)
+  def _generator_inputs(self, ctx: players.Context):
+    """Per G step: its z and, when the regularizer is on, G^o(z).
 
-    def loss_fn(params):
-      # D sees the real and the fake batch separately, as in the reference,
-      # so each gets its own BatchNorm statistics.
-      d = params['discriminator']
-      real_logits, stats = common.apply(
-        self.discriminator, d, d_stats, real, train=True
-      )
-      fake_logits, stats = common.apply(
-        self.discriminator, d, stats, fake, train=True
-      )
-      loss = losses.discriminator_loss(real_logits, fake_logits)
-      return loss, (stats, real_logits, fake_logits)
-
-    params, opt_states, loss, aux, grad_norm = common.descend(
-      self.txs,
-      loss_fn,
-      {'discriminator': d_params},
-      {'discriminator': d_opt},
-    )
-    d_stats, real_logits, fake_logits = aux
-    metrics = {
-      'd_loss': loss,
-      'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
-      'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
-      'd_grad_norm': grad_norm,
-    }
-    carry = params['discriminator'], opt_states['discriminator'], d_stats
-    return carry, metrics
-
-  def _g_step(self, d_params, d_stats, z, old_fake, carry, _):
-    """One G step of eq. (26) (eq. 20 when reg_weight is 0)."""
-    g_params, g_opt, g_stats = carry
-    weight = self.config.reg_weight
-
-    def loss_fn(params):
-      fake, stats = common.apply(
-        self.generator, params['generator'], g_stats, z, train=True
-      )
-      # D's statistics are not updated by G's steps.
-      logits, _ = common.apply(
-        self.discriminator, d_params, d_stats, fake, train=True
-      )
-      adversarial = losses.generator_loss(logits)
-      if weight:
-        regularizer = losses.generator_regularizer(fake, old_fake)
-      else:
-        regularizer = jnp.zeros(())
-      return adversarial + weight * regularizer, (
-        stats,
-        adversarial,
-        regularizer,
-      )
-
-    params, opt_states, loss, aux, grad_norm = common.descend(
-      self.txs, loss_fn, {'generator': g_params}, {'generator': g_opt}
-    )
-    g_stats, adversarial, regularizer = aux
-    metrics = {
-      'g_loss': loss,
-      'g_adversarial': adversarial,
-      'g_regularizer': regularizer,
-      'g_grad_norm': grad_norm,
-    }
-    return (params['generator'], opt_states['generator'], g_stats), metrics
-
-  def iteration(
-    self, state: TrainState, batch: jax.Array, key: jax.Array
-  ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """d_steps D steps, the old-generator snapshot, g_steps G steps.
-
-    Args:
-      state: the train state.
-      batch: real data, [d_steps, batch_size, *example_shape].
-      key: this iteration's key (derived from the seed and the step).
-
-    Returns:
-      The new state and scalar metrics, each averaged over its phase.
+    Batch b's z is seen by G steps b * g_steps ... (b + 1) * g_steps - 1.
     """
-    keys = jax.random.split(key, self.config.d_steps + 1)
-    d_keys, g_key = keys[:-1], keys[-1]
-    d_step = functools.partial(
-      self._d_step, state.params['generator'], state.batch_stats['generator']
-    )
-    carry = (
-      state.params['discriminator'],
-      state.opt_states['discriminator'],
-      state.batch_stats['discriminator'],
-    )
-    (d_params, d_opt, d_stats), d_metrics = common.unrolled_scan(
-      d_step, carry, (batch, d_keys)
-    )
-
-    snapshot = state.params['generator']
-    z = self.latents(g_key, batch.shape[1])
+    cfg = self.config
+    size = ctx.batch.shape[1]
+    z = self.latents(self._keys(ctx.key)[1], cfg.g_batches * size)
+    z = z.reshape(cfg.g_batches, size, -1)
     old_fake = None
-    if self.config.reg_weight:
-      target = snapshot
-      if self.config.old_generator == 'lagged':
-        target = state.old_params['generator']
-      old_fake, _ = common.apply(
-        self.generator, target, state.batch_stats['generator'], z, train=True
+    if cfg.reg_weight:
+      old = ctx.params if cfg.old_generator == 'phase' else ctx.old_params
+      # One batch at a time: BatchNorm in train mode normalises per batch,
+      # as the G steps will.
+      old_fake = jnp.stack(
+        [self.run('generator', old, ctx.batch_stats, zb)[0] for zb in z]
       )
-      old_fake = jax.lax.stop_gradient(old_fake)
+      old_fake = jnp.repeat(old_fake, cfg.g_steps, axis=0)
+    return None, (jnp.repeat(z, cfg.g_steps, axis=0), old_fake)
 
-    g_step = functools.partial(self._g_step, d_params, d_stats, z, old_fake)
-    carry = (
-      snapshot,
-      state.opt_states['generator'],
-      state.batch_stats['generator'],
+  def generator_loss(self, params, stats, shared, step_input):
+    """Eq. (26) (eq. 20 when reg_weight is 0) on this step's z."""
+    del shared
+    z, old_fake = step_input
+    cfg = self.config
+    fake, g_stats = self.run('generator', params, stats, z)
+    # D's statistics are not updated by G's steps.
+    logits, _ = self.run('discriminator', params, stats, fake)
+    adversarial = GENERATOR_LOSSES[cfg.generator_loss](logits)
+    if cfg.reg_weight:
+      regularizer = losses.generator_regularizer(fake, old_fake)
+      loss = losses.regularized_generator_loss(
+        logits, fake, old_fake, cfg.reg_weight, cfg.generator_loss
+      )
+    else:
+      regularizer = jnp.zeros(())
+      loss = adversarial
+    return loss, (
+      {'generator': g_stats},
+      {'g_adversarial': adversarial, 'g_regularizer': regularizer},
     )
-    (g_params, g_opt, g_stats), g_metrics = common.unrolled_scan(
-      g_step, carry, None, length=self.config.g_steps
-    )
-
-    ema_params = common.ema_step(
-      state.ema_params, g_params, 'generator', self.config.ema_decay
-    )
-    new_state = state.replace(
-      step=state.step + 1,
-      params={'generator': g_params, 'discriminator': d_params},
-      batch_stats={'generator': g_stats, 'discriminator': d_stats},
-      opt_states={'generator': g_opt, 'discriminator': d_opt},
-      old_params={'generator': snapshot},
-      ema_params=ema_params,
-    )
-    # Averaged over the phase's steps (in 'phase' mode the regularizer of the
-    # first G step is zero by construction).
-    metrics = {k: jnp.mean(v) for k, v in {**d_metrics, **g_metrics}.items()}
-    metrics['g_param_norm'] = optax.tree.norm(g_params)
-    metrics['d_param_norm'] = optax.tree.norm(d_params)
-    return new_state, metrics
 
   def pictures(
-    self, state: TrainState, key: jax.Array, reference: np.ndarray
+    self, state, key: jax.Array, reference: np.ndarray
   ) -> dict[str, np.ndarray]:
     """Samples from fixed latents: an image grid, or 2-D points over data."""
     return {'samples': self.samples_picture(state, key, reference)}

@@ -15,147 +15,106 @@ q(x|z) is either
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from vi_gen import data, errors, losses, networks
-from vi_gen.methods import common
+from vi_gen import data, errors, losses, networks, players
+from vi_gen.evaluation import likelihood
+from vi_gen.methods import base
 from vi_gen.state import TrainState
 
 RECON_LOGVAR = 'recon_logvar'
 
 
-def check_config(config) -> None:
-  """VAE-specific config rules; raises errors.ConfigError."""
-  vae = config.vae
-  errors.require(
-    vae.likelihood in losses.LIKELIHOODS,
-    f'vae.likelihood must be one of {losses.LIKELIHOODS}, got'
-    f' {vae.likelihood!r}.',
-  )
-  if vae.likelihood == 'bernoulli':
+class VAE(base.EncoderDecoder):
+  """The VAE: one player, the encoder and decoder trained together."""
+
+  eval_groups = ('likelihood',)
+
+  @staticmethod
+  def check_config(config) -> None:
+    vae = config.vae
     errors.require(
-      len(data.example_shape(config.data)) == 3,
-      "vae.likelihood='bernoulli' models pixels in [0, 1]; use 'gaussian'"
-      f' for the 2-D data {config.data.name!r}.',
+      vae.likelihood in losses.LIKELIHOODS,
+      f'vae.likelihood must be one of {losses.LIKELIHOODS}, got'
+      f' {vae.likelihood!r}.',
     )
-    errors.require(
-      not vae.learn_variance,
-      "vae.learn_variance applies to likelihood='gaussian' only.",
-    )
-
-
-class VAE(common.EncoderDecoder):
-  """The VAE method: encoder, decoder, and one jit-able iteration."""
-
-  networks = ('encoder', 'decoder')
-  check_config = staticmethod(check_config)
-
-  def __init__(self, config, example_shape: tuple[int, ...]):
-    check_config(config)
-    self.config = config
-    self.example_shape = tuple(example_shape)
-    self.bernoulli = config.vae.likelihood == 'bernoulli'
-    self.encoder = networks.build_encoder(
-      config.network, example_shape, config.latent_dim, gaussian=True
-    )
-    self.decoder = networks.build_generator(
-      config.network, example_shape, logits=self.bernoulli
-    )
-    trained = self.networks
-    if config.vae.learn_variance:
-      trained += (RECON_LOGVAR,)
-    self.txs = {name: common.adam(config.optim) for name in trained}
-    self.batches_per_iteration = 1
-
-  def init(self, key: jax.Array) -> TrainState:
-    params, batch_stats = common.init_networks(
-      key,
-      {
-        'encoder': (self.encoder, (jnp.zeros((2, *self.example_shape)),)),
-        'decoder': (self.decoder, (jnp.zeros((2, self.config.latent_dim)),)),
-      },
-    )
-    if self.config.vae.learn_variance:
-      params[RECON_LOGVAR] = jnp.asarray(
-        self.config.vae.recon_logvar, jnp.float32
+    if vae.likelihood == 'bernoulli':
+      errors.require(
+        len(data.example_shape(config.data)) == 3,
+        "vae.likelihood='bernoulli' models pixels in [0, 1]; use 'gaussian'"
+        f' for the 2-D data {config.data.name!r}.',
       )
-    return common.new_state(
-      params,
-      batch_stats,
-      self.txs,
-      ema_params=common.ema_init(
-        params['decoder'], 'decoder', self.config.ema_decay
+      errors.require(
+        not vae.learn_variance,
+        "vae.learn_variance applies to likelihood='gaussian' only.",
+      )
+
+  @property
+  def bernoulli(self) -> bool:
+    return self.config.vae.likelihood == 'bernoulli'
+
+  def build_networks(self):
+    cfg = self.config
+    return {
+      'encoder': (
+        networks.build_encoder(
+          cfg.network, self.example_shape, cfg.latent_dim, gaussian=True
+        ),
+        (jnp.zeros((2, *self.example_shape)),),
       ),
-    )
+      'decoder': (
+        networks.build_generator(
+          cfg.network, self.example_shape, logits=self.bernoulli
+        ),
+        (jnp.zeros((2, cfg.latent_dim)),),
+      ),
+    }
+
+  def extra_params(self):
+    """The learned log-variance of q(x|z), when `vae.learn_variance`."""
+    if not self.config.vae.learn_variance:
+      return {}
+    return {
+      RECON_LOGVAR: jnp.asarray(self.config.vae.recon_logvar, jnp.float32)
+    }
 
   def recon_logvar(self, params) -> jax.Array:
     """log of q(x|z)'s variance: learned, or the config's."""
     return params.get(RECON_LOGVAR, self.config.vae.recon_logvar)
 
-  def iteration(
-    self, state: TrainState, batch: jax.Array, key: jax.Array
-  ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One step of eq. (7) for the encoder and the decoder.
+  def target(self, x: jax.Array) -> jax.Array:
+    """x as q(x|z) models it: in [0, 1] for the Bernoulli decoder."""
+    return (x + 1.0) / 2.0 if self.bernoulli else x
 
-    Args:
-      state: the train state.
-      batch: real data, [1, batch_size, *example_shape].
-      key: this iteration's key (derived from the seed and the step).
-
-    Returns:
-      The new state and scalar metrics.
-    """
-    x = batch[0]
-    target = (x + 1.0) / 2.0 if self.bernoulli else x
-
-    def loss_fn(params):
-      (mean, logvar), e_stats = common.apply(
-        self.encoder,
-        params['encoder'],
-        state.batch_stats['encoder'],
-        x,
-        train=True,
+  def phases(self) -> list[players.Phase]:
+    return [
+      players.Phase(
+        'vae',
+        self.trained(),
+        self.loss,
+        inputs=lambda ctx: ((ctx.batch[0], ctx.key), None),
       )
-      z = losses.reparameterize(key, mean, logvar)
-      recon, d_stats = common.apply(
-        self.decoder,
-        params['decoder'],
-        state.batch_stats['decoder'],
-        z,
-        train=True,
-      )
-      # Eq. (7): E_x[-log q(x|z) + KL(p(z|x) || N(0, I))].
-      loss, terms = losses.vae_loss(
-        target,
-        recon,
-        mean,
-        logvar,
-        likelihood=self.config.vae.likelihood,
-        recon_logvar=self.recon_logvar(params),
-      )
-      return loss, ({'encoder': e_stats, 'decoder': d_stats}, terms)
+    ]
 
-    params, opt_states, _, (batch_stats, terms), grad_norm = common.descend(
-      self.txs, loss_fn, state.params, state.opt_states
+  def loss(self, params, stats, shared, step_input):
+    """Eq. (7): E_x[-log q(x|z) + KL(p(z|x) || N(0, I))], one
+    reparameterized z per x."""
+    del step_input
+    x, key = shared
+    (mean, logvar), e_stats = self.run('encoder', params, stats, x)
+    z = losses.reparameterize(key, mean, logvar)
+    recon, d_stats = self.run('decoder', params, stats, z)
+    loss, terms = losses.vae_loss(
+      self.target(x),
+      recon,
+      mean,
+      logvar,
+      likelihood=self.config.vae.likelihood,
+      recon_logvar=self.recon_logvar(params),
     )
-    new_state = state.replace(
-      step=state.step + 1,
-      params=params,
-      batch_stats=batch_stats,
-      opt_states=opt_states,
-      ema_params=common.ema_step(
-        state.ema_params, params['decoder'], 'decoder', self.config.ema_decay
-      ),
-    )
-    metrics = {
-      **terms,
-      'grad_norm': grad_norm,
-      'e_param_norm': optax.tree.norm(params['encoder']),
-      'g_param_norm': optax.tree.norm(params['decoder']),
-    }
+    metrics = {'reconstruction': terms['reconstruction'], 'kl': terms['kl']}
     if RECON_LOGVAR in params:
       metrics[RECON_LOGVAR] = params[RECON_LOGVAR]
-    return new_state, metrics
+    return loss, ({'encoder': e_stats, 'decoder': d_stats}, metrics)
 
   def code(self, encoder_output) -> jax.Array:
     """The encoder's mean."""
@@ -164,3 +123,55 @@ class VAE(common.EncoderDecoder):
   def mean(self, decoder_output: jax.Array) -> jax.Array:
     """Gaussian: G(z); Bernoulli: 2 sigmoid(l) - 1, in [-1, 1]."""
     return jnp.tanh(decoder_output / 2.0) if self.bernoulli else decoder_output
+
+  # ------------------------------------------ what the evaluation asks for ---
+
+  def log_likelihood_bounds(
+    self,
+    state: TrainState,
+    x: jax.Array,
+    key: jax.Array,
+    num_samples: int,
+    chunk_size: int,
+  ) -> likelihood.Bounds:
+    """The IWAE bound and the ELBO of log q(x) per example of x [B, ...]
+    (live networks, BatchNorm in eval mode), in nats, in the likelihood the
+    model was trained with."""
+    (mean, logvar), _ = self.run(
+      'encoder', state.params, state.batch_stats, x, train=False
+    )
+    target = self.target(x)
+    recon_logvar = self.recon_logvar(state.params)
+
+    def log_likelihood(z: jax.Array) -> jax.Array:
+      out, _ = self.run(
+        'decoder', state.params, state.batch_stats, z, train=False
+      )
+      if self.bernoulli:
+        return -losses.bernoulli_nll(out, target)
+      return -losses.gaussian_nll(target, out, recon_logvar)
+
+    return likelihood.iwae_bound(
+      key, mean, logvar, log_likelihood, num_samples, chunk_size
+    )
+
+  @property
+  def likelihood_bin_width(self) -> float | None:
+    """The bin width of a continuous density (for bits/dim), or None when
+    the likelihood is discrete already."""
+    return None if self.bernoulli else likelihood.PIXEL_BIN_WIDTH
+
+  @property
+  def likelihood_description(self) -> str:
+    """What the nats are a density of, for the evaluation's recipe."""
+    if self.bernoulli:
+      return (
+        'Bernoulli(sigmoid(logits)) of the grey levels mapped to [0, 1] (the'
+        ' training cross-entropy; a normalised likelihood only for binary'
+        ' images); bits/dim = nats / (D ln 2)'
+      )
+    return (
+      'Gaussian N(G(z), exp(recon_logvar)) density of the data in the'
+      ' training range; for images bits/dim counts bins of width 2/255'
+      ' (discrete NLL = NLL - D ln(2/255)), without dequantisation noise'
+    )
