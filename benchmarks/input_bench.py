@@ -40,7 +40,7 @@ import tensorflow as tf
 from PIL import Image
 
 from configs import gan as gan_config
-from vi_gen import data, parallel
+from vi_gen import data, parallel, testing
 from vi_gen.methods.gan import GAN
 
 CELEBA_MEAN_JPEG_BYTES = 1_443_490_838 / 202_599  # img_align_celeba.zip
@@ -62,7 +62,7 @@ def synthetic_jpeg(index: int) -> bytes:
 def build_synthetic_celeba(data_dir: str, num_examples: int) -> float:
   """A prepared TFDS celeb_a of synthetic JPEGs; returns their mean size."""
   jpegs = [synthetic_jpeg(i) for i in range(num_examples)]
-  data.store_celeba(data_dir, {'train': jpegs})
+  testing.store_celeba(data_dir, {'train': jpegs})
   return float(np.mean([len(jpeg) for jpeg in jpegs]))
 
 

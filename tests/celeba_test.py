@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import download_manager
 
 from configs import gan as gan_config
-from vi_gen import data, errors, train
+from vi_gen import data, errors, testing, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 26  # 26 // 3 hosts = 8 each: two examples are dropped.
@@ -35,7 +35,7 @@ def grey_images(num: int) -> list[np.ndarray]:
 @pytest.fixture(scope='module')
 def tiny_celeba(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  data.store_celeba(data_dir, {'train': grey_images(NUM_EXAMPLES)})
+  testing.store_celeba(data_dir, {'train': grey_images(NUM_EXAMPLES)})
   return data_dir
 
 

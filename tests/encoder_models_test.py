@@ -15,7 +15,7 @@ from configs import ali as ali_config
 from configs import vae as vae_config
 from vi_gen import errors, players, train, validation
 from vi_gen.methods.aae import AAE
-from vi_gen.methods.ali import ALI, _perturb
+from vi_gen.methods.ali import ALI, perturb
 from vi_gen.methods.vae import VAE
 
 MODELS = {
@@ -251,8 +251,8 @@ def test_ali_without_complete_keeps_no_old_params():
 def test_ali_sides_are_deterministic_at_sigma_zero_and_gaussian_above():
   key = jax.random.key(0)
   mean = jnp.ones((4, 2))
-  assert _perturb(key, mean, 0.0) is mean
-  noisy = _perturb(key, jnp.zeros(10_000), 0.5)
+  assert perturb(key, mean, 0.0) is mean
+  noisy = perturb(key, jnp.zeros(10_000), 0.5)
   np.testing.assert_allclose(jnp.std(noisy), 0.5, rtol=0.05)
 
 

@@ -25,6 +25,7 @@ from vi_gen import (
   experiment,
   inference,
   methods,
+  testing,
   train,
 )
 from vi_gen.evaluation import (
@@ -199,7 +200,7 @@ def test_evaluator_computes_the_metrics_that_apply(
 def test_celeba_reference_images_are_a_seeded_shuffle_of_the_split(tmp_path):
   """On a tiny prepared celeb_a whose image i is a flat grey 10 + 8 i."""
   grey = [np.full((218, 178, 3), 10 + 8 * i, np.uint8) for i in range(12)]
-  data.store_celeba(str(tmp_path), {'test': grey})
+  testing.store_celeba(str(tmp_path), {'test': grey})
   data_config = gan_config.get_config('celeba').data
   data_config.data_dir = str(tmp_path)
 

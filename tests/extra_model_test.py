@@ -31,12 +31,11 @@ class LeastSquaresGAN(GAN):
     fake, _ = self.run(
       'generator', params, stats, self.latents(key, real.shape[0])
     )
-    real_out, d_stats = self.run('discriminator', params, stats, real)
-    fake_out, d_stats = self.run(
-      'discriminator', params, {'discriminator': d_stats}, fake
+    real_out, fake_out, d_stats = self.discriminate(
+      params, stats, (real,), (fake,)
     )
     loss = 0.5 * jnp.mean((real_out - 1.0) ** 2) + 0.5 * jnp.mean(fake_out**2)
-    return loss, ({'discriminator': d_stats}, {'d_fake': jnp.mean(fake_out)})
+    return loss, (d_stats, {'d_fake': jnp.mean(fake_out)})
 
   def generator_loss(self, params, stats, shared, step_input):
     del shared

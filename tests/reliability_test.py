@@ -86,7 +86,7 @@ class Chain:
     return config
 
 
-KILL, TERM = signal.SIGKILL, signal.SIGTERM
+KILL, TERM, INT = signal.SIGKILL, signal.SIGTERM, signal.SIGINT
 CHAINS = {
   'gan_phase': Chain(
     'gan',
@@ -98,7 +98,7 @@ CHAINS = {
     'gan',
     {'old_generator': 'lagged', 'ema_decay': 0.9},
     run_control(checkpoint_every=3, log_every=1),
-    ((KILL, 3), (KILL, 6), (TERM, 10)),
+    ((KILL, 3), (INT, 7), (TERM, 10)),
   ),
   'vae': Chain(
     'vae',
@@ -201,6 +201,9 @@ class Lab:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # As in a terminal: SIGINT (Ctrl-C) not ignored, whatever the test
+        # runner's worker does with it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
       )
     return process, log_path
 
@@ -221,7 +224,8 @@ class Lab:
     def reached() -> bool:
       if sig == signal.SIGKILL:
         return max(checkpoint_steps(workdir), default=-1) >= step
-      logged = re.findall(r'step (\d+)/', log_path.read_text())
+      # clu's ReportProgress: '..., 50.0% (8/16), ETA: ...'.
+      logged = re.findall(r'\((\d+)/\d+\)', log_path.read_text())
       return max(map(int, logged), default=-1) >= step
 
     deadline = time.time() + TIMEOUT_S
@@ -382,6 +386,20 @@ def test_sigterm_saves_the_current_step_and_exits_0(runs):
   # Between the 3-step checkpoints, wherever SIGTERM came: saved there.
   assert stopped >= 10 and max(term.checkpoints) == stopped, term.checkpoints
   assert f'Resumed from the checkpoint at step {stopped}.' in run.final.log
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_current_step_and_exits_0_as_sigterm_does(runs):
+  run = runs.result('gan_lagged')
+  interrupt = run.interrupted[1]
+  assert interrupt.returncode == 0, interrupt.tail()
+  assert 'KeyboardInterrupt' not in interrupt.log
+  stopped = int(re.search(r'Stopped by SIGINT at step (\d+)', interrupt.log)[1])
+  # Between the 3-step checkpoints: saved where Ctrl-C came.
+  assert stopped >= 7 and max(interrupt.checkpoints) == stopped
+  assert (
+    f'Resumed from the checkpoint at step {stopped}.' in run.interrupted[2].log
+  )
 
 
 @pytest.mark.slow
@@ -691,11 +709,37 @@ def test_sigterm_only_sets_a_flag_and_the_handler_is_restored():
   manager = _FakeManager(at=None)
   with guards.StopRequest() as stop:
     # Sent only once our handler is in place, or it would end pytest.
-    assert signal.getsignal(signal.SIGTERM) == stop._handle
+    assert signal.getsignal(signal.SIGTERM) == stop.handle
     assert not stop.requested(1, manager)
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop.requested(2, manager) and stop.reason == 'SIGTERM'
   assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_first_ctrl_c_sets_the_flag_and_a_second_one_stops_at_once():
+  before = signal.getsignal(signal.SIGINT)
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with guards.StopRequest() as stop:
+      assert signal.getsignal(signal.SIGINT) == stop.handle
+      signal.raise_signal(signal.SIGINT)
+      assert stop.requested(2, _FakeManager(at=None))
+      assert stop.reason == 'SIGINT'
+      with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+  before = signal.getsignal(signal.SIGINT)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with guards.StopRequest():
+      assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, before)
 
 
 def test_orbax_preemption_notice_stops_at_its_step():

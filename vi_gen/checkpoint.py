@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from vi_gen import errors
@@ -82,15 +83,10 @@ def create_manager(
   )
 
 
-def flatten(config: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in config.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      flat.update(flatten(value, f'{name}.'))
-    else:
-      flat[name] = list(value) if isinstance(value, tuple) else value
-  return flat
+def flatten(config: dict) -> dict:
+  """{'a.b': value} of a nested dict, tuples as lists (as JSON has them)."""
+  flat = traverse_util.flatten_dict(config, sep='.')
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
 def config_meta(config: ml_collections.ConfigDict) -> dict:

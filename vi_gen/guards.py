@@ -44,10 +44,12 @@ class StopRequest:
     if single and main:
       for signum in self.SIGNALS:
         # None: a handler installed outside Python, which could not be
-        # restored.
+        # restored. An ignored SIGINT (a background job of a shell) stays
+        # ignored.
         previous = signal.getsignal(signum)
-        if previous is not None:
-          signal.signal(signum, self._handle)
+        ignored = signum == signal.SIGINT and previous == signal.SIG_IGN
+        if previous is not None and not ignored:
+          signal.signal(signum, self.handle)
           self._previous[signum] = previous
     return self
 
@@ -55,7 +57,9 @@ class StopRequest:
     for signum, previous in self._previous.items():
       signal.signal(signum, previous)
 
-  def _handle(self, signum: int, frame) -> None:
+  def handle(self, signum: int, frame) -> None:
+    """The signal handler: sets `reason`; a second SIGINT raises
+    KeyboardInterrupt."""
     del frame
     if signum == signal.SIGINT and self.reason:
       raise KeyboardInterrupt

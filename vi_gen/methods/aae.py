@@ -42,19 +42,13 @@ class AAE(base.EncoderDecoder):
     )
 
   def build_networks(self):
-    cfg = self.config
-    x = jnp.zeros((2, *self.example_shape))
-    z = jnp.zeros((2, cfg.latent_dim))
+    z = jnp.zeros((2, self.config.latent_dim))
     return {
-      'encoder': (
-        networks.build_encoder(cfg.network, self.example_shape, cfg.latent_dim),
-        (x,),
-      ),
-      'decoder': (
-        networks.build_generator(cfg.network, self.example_shape),
+      **self.autoencoder_networks(),
+      'discriminator': (
+        networks.build_latent_discriminator(self.config.network),
         (z,),
       ),
-      'discriminator': (networks.build_latent_discriminator(cfg.network), (z,)),
     }
 
   def phases(self) -> list[players.Phase]:
@@ -81,18 +75,13 @@ class AAE(base.EncoderDecoder):
     """Eq. (30): codes labelled 0, prior samples 1."""
     del step_input
     codes, prior = shared
-    # Codes and prior samples separately, as the GAN's real and fake.
-    code_logits, d_stats = self.run('discriminator', params, stats, codes)
-    prior_logits, d_stats = self.run(
-      'discriminator', params, {'discriminator': d_stats}, prior
+    code_logits, prior_logits, d_stats = self.discriminate(
+      params, stats, (codes,), (prior,)
     )
     loss = losses.aae_discriminator_loss(code_logits, prior_logits)
     return loss, (
-      {'discriminator': d_stats},
-      {
-        'd_code': jnp.mean(jax.nn.sigmoid(code_logits)),
-        'd_prior': jnp.mean(jax.nn.sigmoid(prior_logits)),
-      },
+      d_stats,
+      base.mean_probabilities(d_code=code_logits, d_prior=prior_logits),
     )
 
   def autoencoder_loss(self, params, stats, x, step_input):

@@ -34,7 +34,7 @@ from vi_gen.methods import base
 PLAYERS = ('encoder', 'generator')
 
 
-def _perturb(key: jax.Array, mean: jax.Array, sigma: float) -> jax.Array:
+def perturb(key: jax.Array, mean: jax.Array, sigma: float) -> jax.Array:
   """A sample of N(mean, sigma^2 I); the mean itself when sigma is 0."""
   if not sigma:
     return mean
@@ -84,14 +84,7 @@ class ALI(base.EncoderDecoder):
     x = jnp.zeros((2, *self.example_shape))
     z = jnp.zeros((2, cfg.latent_dim))
     return {
-      'encoder': (
-        networks.build_encoder(cfg.network, self.example_shape, cfg.latent_dim),
-        (x,),
-      ),
-      'generator': (
-        networks.build_generator(cfg.network, self.example_shape),
-        (z,),
-      ),
+      **self.autoencoder_networks(),
       'discriminator': (
         networks.build_joint_discriminator(cfg.network, self.example_shape),
         (x, z),
@@ -108,18 +101,11 @@ class ALI(base.EncoderDecoder):
 
   def _keys(self, key: jax.Array):
     """(one key per D step, the E/G phase's z key, its noise key)."""
-    keys = jax.random.split(key, self.config.d_steps + 2)
-    return keys[:-2], keys[-2], keys[-1]
+    return base.split_keys(key, self.config.d_steps, 2)
 
   def phases(self) -> list[players.Phase]:
     return [
-      players.Phase(
-        'd',
-        ('discriminator',),
-        self.discriminator_loss,
-        self.config.d_steps,
-        lambda ctx: (None, (ctx.batch, self._keys(ctx.key)[0])),
-      ),
+      self.discriminator_phase(lambda key: self._keys(key)[0]),
       players.Phase(
         'eg',
         PLAYERS,
@@ -139,8 +125,8 @@ class ALI(base.EncoderDecoder):
     code, e_stats = self.run('encoder', params, stats, x)
     fake, g_stats = self.run('generator', params, stats, z)
     e_key, g_key = jax.random.split(key)
-    z_hat = _perturb(e_key, code, self.config.ali.encoder_sigma)
-    x_hat = _perturb(g_key, fake, self.config.ali.generator_sigma)
+    z_hat = perturb(e_key, code, self.config.ali.encoder_sigma)
+    x_hat = perturb(g_key, fake, self.config.ali.generator_sigma)
     return z_hat, x_hat, fake, {'encoder': e_stats, 'generator': g_stats}
 
   def discriminator_loss(self, params, stats, shared, step_input):
@@ -151,18 +137,15 @@ class ALI(base.EncoderDecoder):
     z = self.latents(z_key, x.shape[0])
     # E's and G's statistics are updated by their own steps only.
     z_hat, x_hat, _, _ = self._sides(params, stats, x, z, noise_key)
-    # The two sides separately, as the GAN's real and fake batches.
-    encoder_logits, d_stats = self.run('discriminator', params, stats, x, z_hat)
-    generator_logits, d_stats = self.run(
-      'discriminator', params, {'discriminator': d_stats}, x_hat, z
+    encoder_logits, generator_logits, d_stats = self.discriminate(
+      params, stats, (x, z_hat), (x_hat, z)
     )
     loss = losses.ali_discriminator_loss(encoder_logits, generator_logits)
     return loss, (
-      {'discriminator': d_stats},
-      {
-        'd_encoder': jnp.mean(jax.nn.sigmoid(encoder_logits)),
-        'd_generator': jnp.mean(jax.nn.sigmoid(generator_logits)),
-      },
+      d_stats,
+      base.mean_probabilities(
+        d_encoder=encoder_logits, d_generator=generator_logits
+      ),
     )
 
   def _encoder_generator_inputs(self, ctx: players.Context):

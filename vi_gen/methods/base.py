@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vi_gen import errors, images, players
+from vi_gen import errors, images, networks, players
 from vi_gen.state import PyTree, TrainState
 
 OLD_GENERATOR_MODES = ('phase', 'lagged')
@@ -75,6 +76,17 @@ def check_alternation(
     ' phase, so G == G^o on its only step. Use g_steps >= 2 (the'
     f" reference uses 2), old_generator='lagged', or {switch_off}.",
   )
+
+
+def mean_probabilities(**logits: jax.Array) -> dict[str, jax.Array]:
+  """{name: mean of sigmoid(logits)}: D's average verdict on a batch."""
+  return {name: jnp.mean(jax.nn.sigmoid(v)) for name, v in logits.items()}
+
+
+def split_keys(key: jax.Array, steps: int, extra: int) -> tuple:
+  """(one key per D step, then `extra` more keys) from the iteration key."""
+  keys = jax.random.split(key, steps + extra)
+  return (keys[:steps], *keys[steps:])
 
 
 def reconstruction_picture(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
@@ -164,6 +176,36 @@ class LatentModel:
       self.phases(), self.txs, state, batch, key, self._ema
     )
 
+  def discriminator_phase(
+    self, d_keys: Callable[[jax.Array], jax.Array]
+  ) -> players.Phase:
+    """`d_steps` steps of `self.discriminator_loss`, step i on real batch i
+    and key i of `d_keys(iteration key)`."""
+    return players.Phase(
+      'd',
+      ('discriminator',),
+      self.discriminator_loss,
+      self.config.d_steps,
+      lambda ctx: (None, (ctx.batch, d_keys(ctx.key))),
+    )
+
+  def discriminate(
+    self, params, batch_stats, first: tuple, second: tuple
+  ) -> tuple[jax.Array, jax.Array, dict[str, PyTree]]:
+    """The discriminator on two batches in turn (real and fake, codes and
+    prior samples, ...), as the reference does: each batch gets its own
+    BatchNorm statistics.
+
+    Returns:
+      (logits of `first`, logits of `second`, {'discriminator': updated
+      BatchNorm statistics}).
+    """
+    a, stats = self.run('discriminator', params, batch_stats, *first)
+    b, stats = self.run(
+      'discriminator', params, {'discriminator': stats}, *second
+    )
+    return a, b, {'discriminator': stats}
+
   def run(
     self, name: str, params, batch_stats, *inputs, train: bool = True
   ) -> tuple[jax.Array, PyTree]:
@@ -213,6 +255,25 @@ class EncoderDecoder(LatentModel):
 
   Subclasses also build an 'encoder'; `code` maps its raw output to a code.
   """
+
+  def autoencoder_networks(
+    self, gaussian: bool = False, logits: bool = False
+  ) -> dict[str, tuple[nn.Module, tuple]]:
+    """The encoder (a Gaussian one's head gives (mean, log-variance)) and
+    the decoder (raw logits if `logits`) for `build_networks`."""
+    cfg = self.config
+    return {
+      'encoder': (
+        networks.build_encoder(
+          cfg.network, self.example_shape, cfg.latent_dim, gaussian
+        ),
+        (jnp.zeros((2, *self.example_shape)),),
+      ),
+      self.decoder_name: (
+        networks.build_generator(cfg.network, self.example_shape, logits),
+        (jnp.zeros((2, cfg.latent_dim)),),
+      ),
+    }
 
   def code(self, encoder_output) -> jax.Array:
     """The point code E(x) (a Gaussian encoder's mean)."""

@@ -77,18 +77,11 @@ class GAN(base.LatentModel):
 
   def _keys(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(one key per D step, the G phase's key)."""
-    keys = jax.random.split(key, self.config.d_steps + 1)
-    return keys[:-1], keys[-1]
+    return base.split_keys(key, self.config.d_steps, 1)
 
   def phases(self) -> list[players.Phase]:
     return [
-      players.Phase(
-        'd',
-        ('discriminator',),
-        self.discriminator_loss,
-        self.config.d_steps,
-        lambda ctx: (None, (ctx.batch, self._keys(ctx.key)[0])),
-      ),
+      self.discriminator_phase(lambda key: self._keys(key)[0]),
       players.Phase(
         'g',
         ('generator',),
@@ -107,19 +100,13 @@ class GAN(base.LatentModel):
     fake, _ = self.run(
       'generator', params, stats, self.latents(key, real.shape[0])
     )
-    # D sees the real and the fake batch separately, as in the reference,
-    # so each gets its own BatchNorm statistics.
-    real_logits, d_stats = self.run('discriminator', params, stats, real)
-    fake_logits, d_stats = self.run(
-      'discriminator', params, {'discriminator': d_stats}, fake
+    real_logits, fake_logits, d_stats = self.discriminate(
+      params, stats, (real,), (fake,)
     )
     loss = losses.discriminator_loss(real_logits, fake_logits)
     return loss, (
-      {'discriminator': d_stats},
-      {
-        'd_real': jnp.mean(jax.nn.sigmoid(real_logits)),
-        'd_fake': jnp.mean(jax.nn.sigmoid(fake_logits)),
-      },
+      d_stats,
+      base.mean_probabilities(d_real=real_logits, d_fake=fake_logits),
     )
 
   def _generator_inputs(self, ctx: players.Context):

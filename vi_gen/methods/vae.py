@@ -16,7 +16,7 @@ q(x|z) is either
 import jax
 import jax.numpy as jnp
 
-from vi_gen import data, errors, losses, networks, players
+from vi_gen import data, errors, losses, players
 from vi_gen.evaluation import likelihood
 from vi_gen.methods import base
 from vi_gen.state import TrainState
@@ -53,21 +53,7 @@ class VAE(base.EncoderDecoder):
     return self.config.vae.likelihood == 'bernoulli'
 
   def build_networks(self):
-    cfg = self.config
-    return {
-      'encoder': (
-        networks.build_encoder(
-          cfg.network, self.example_shape, cfg.latent_dim, gaussian=True
-        ),
-        (jnp.zeros((2, *self.example_shape)),),
-      ),
-      'decoder': (
-        networks.build_generator(
-          cfg.network, self.example_shape, logits=self.bernoulli
-        ),
-        (jnp.zeros((2, cfg.latent_dim)),),
-      ),
-    }
+    return self.autoencoder_networks(gaussian=True, logits=self.bernoulli)
 
   def extra_params(self):
     """The learned log-variance of q(x|z), when `vae.learn_variance`."""
