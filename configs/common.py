@@ -61,7 +61,7 @@ def scale_eval(config: ml_collections.ConfigDict, preset: str) -> None:
   """Evaluation sized for a 2-core CPU: the MNIST and toy presets evaluate
   every 1000 steps in seconds, the test preset only on request; the CelebA
   experiment keeps the literature's counts and evaluates on request."""
-  if preset in ('mnist', 'toy'):
+  if preset in ('mnist', 'mnist_exp2', 'toy'):
     config.eval_every_steps = 1000
     # IWAE at K = 5000 on 1000 digits takes about an hour on 2 CPU cores.
     config.eval.iwae_samples = 100
@@ -80,11 +80,27 @@ def scale_eval(config: ml_collections.ConfigDict, preset: str) -> None:
     )
 
 
-def parse_preset(arg: str | None) -> str:
-  """'' (the paper's CelebA experiment) or one of PRESETS."""
+def shrink_for_test(config: ml_collections.ConfigDict) -> None:
+  """The run control of every model's `test` preset: 4 iterations on the
+  bundled MNIST, a checkpoint, a log line and the pictures every 2, so that
+  a test sees a save, a resume and the end in seconds. Models shrink their
+  networks themselves."""
+  use_bundled_mnist(config)
+  config.num_steps = 4
+  config.batch_size = 8
+  config.log_every_steps = 2
+  config.sample_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.num_grid_samples = 16
+
+
+def parse_preset(arg: str | None, extra: tuple[str, ...] = ()) -> str:
+  """'' (the paper's CelebA experiment) or one of PRESETS (+ a model's
+  `extra` presets)."""
   preset = arg or ''
-  if preset and preset not in PRESETS:
-    raise ValueError(f'Unknown preset {preset!r}; known: {", ".join(PRESETS)}.')
+  known = PRESETS + extra
+  if preset and preset not in known:
+    raise ValueError(f'Unknown preset {preset!r}; known: {", ".join(known)}.')
   return preset
 
 
@@ -120,6 +136,9 @@ def get_encoder_decoder_config(
   config.network.g_widths = (512, 256, 128, 64)
   config.network.kernel_size = 5
   config.network.batch_norm = True
+  # Without BatchNorm: biases on the hidden layers (False: none, as the
+  # reference's no-BatchNorm networks).
+  config.network.hidden_bias = True
   # Phase-decomposed stride-2 layers (vi_gen/layers.py): same function,
   # much faster on XLA:CPU.
   config.network.fast_conv = True
@@ -143,13 +162,7 @@ def get_encoder_decoder_config(
     config.network.g_widths = (128, 128, 128)
     config.optim.lr = 1e-3
   elif preset == 'test':
-    use_bundled_mnist(config)
-    config.num_steps = 4
-    config.batch_size = 8
-    config.log_every_steps = 2
-    config.sample_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.num_grid_samples = 16
+    shrink_for_test(config)
     config.latent_dim = 2  # So that the latents/ picture is drawn too.
     config.network.e_widths = (8, 16)
     config.network.g_widths = (16, 8)

@@ -138,3 +138,27 @@ def test_phase_with_one_g_step_is_fine_without_the_regularizer():
   GAN(
     tiny_config(old_generator='phase', g_steps=1, reg_weight=0.0), (28, 28, 1)
   )
+
+
+def bias_layers(params) -> list[str]:
+  return sorted(
+    '/'.join(str(k.key) for k in path[:-1])
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    if path[-1].key == 'bias'
+  )
+
+
+def test_experiment_2_networks_have_the_reference_biases_only():
+  """paper.md §4.3: without BatchNorm the reference keeps no hidden biases:
+  only D's first conv, G's last transposed conv and D's final dense."""
+  config = gan_config.get_config('mnist_exp2')
+  gan, state = make(config, (28, 28, 1))
+  assert bias_layers(state.params['generator']) == ['ConvTranspose2x_1']
+  assert bias_layers(state.params['discriminator']) == ['Conv2x_0', 'Dense_0']
+  assert (config.d_steps, config.g_batches, config.g_steps) == (5, 5, 2)
+  assert not config.network.batch_norm
+  # With hidden biases (the default without BatchNorm) every layer has one.
+  config.network.hidden_bias = True
+  _, state = make(config, (28, 28, 1))
+  assert len(bias_layers(state.params['generator'])) == 3
+  assert len(bias_layers(state.params['discriminator'])) == 3

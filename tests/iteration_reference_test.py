@@ -18,7 +18,7 @@ import pytest
 
 from vi_gen import data, losses, methods
 
-B = 16  # Batch size.
+B = 16  # Batch size (the 2-D models).
 STEPS = 2  # Iterations compared.
 
 
@@ -50,13 +50,17 @@ def step(tx, loss_fn, params, opt_state):
 
 def batches(method, seed):
   rng = np.random.default_rng(seed)
-  shape = (method.batches_per_iteration, B, 2)
+  shape = (
+    method.batches_per_iteration,
+    method.config.batch_size,
+    *method.example_shape,
+  )
   return jnp.asarray(rng.normal(size=shape), jnp.float32)
 
 
-def run_method(method, state):
+def run_method(method, state, steps=STEPS):
   iteration = jax.jit(method.iteration)
-  for i in range(STEPS):
+  for i in range(steps):
     state, _ = iteration(state, batches(method, i), jax.random.key(10 + i))
   return state
 
@@ -76,7 +80,7 @@ def differs(a, b) -> bool:
 # ------------------------------------------------------------------- GAN ---
 
 
-def hand_gan(config, method, state):
+def hand_gan(config, method, state, steps=STEPS):
   """The GAN of the paper (d_steps D steps; G^o; g_batches x g_steps G
   steps), written out."""
   g, d = (method.networks[n][0] for n in ('generator', 'discriminator'))
@@ -84,7 +88,7 @@ def hand_gan(config, method, state):
   G, D = state.params['generator'], state.params['discriminator']
   G_old = state.old_params['generator']
   g_opt, d_opt = tx.init(G), tx.init(D)
-  L = config.latent_dim
+  L, n = config.latent_dim, config.batch_size
 
   def gen(params, z):
     return g.apply({'params': params}, z)
@@ -92,11 +96,11 @@ def hand_gan(config, method, state):
   def disc(params, x):
     return d.apply({'params': params}, x)
 
-  for i in range(STEPS):
+  for i in range(steps):
     real = batches(method, i)
     keys = jax.random.split(jax.random.key(10 + i), config.d_steps + 1)
     for k in range(config.d_steps):
-      fake = gen(G, jax.random.normal(keys[k], (B, L)))
+      fake = gen(G, jax.random.normal(keys[k], (n, L)))
       D, d_opt = step(
         tx,
         lambda p, x=real[k], f=fake: losses.discriminator_loss(
@@ -107,8 +111,8 @@ def hand_gan(config, method, state):
       )
     snapshot = G
     target = snapshot if config.old_generator == 'phase' else G_old
-    zs = jax.random.normal(keys[-1], (config.g_batches * B, L))
-    for z in zs.reshape(config.g_batches, B, L):
+    zs = jax.random.normal(keys[-1], (config.g_batches * n, L))
+    for z in zs.reshape(config.g_batches, n, L):
       old_fake = gen(target, z)
       for _ in range(config.g_steps):
 
@@ -130,7 +134,7 @@ def hand_gan(config, method, state):
     dict(old_generator='phase'),
     dict(old_generator='lagged'),
     dict(old_generator='lagged', g_steps=1, reg_weight=50.0),
-    dict(old_generator='phase', d_steps=2, g_batches=3, reg_weight=50.0),
+    dict(old_generator='phase', d_steps=5, g_batches=5, reg_weight=50.0),
   ],
   ids=['phase', 'lagged', 'lagged-1-step', 'experiment-2-schedule'],
 )
@@ -140,6 +144,20 @@ def test_gan_iteration_matches_the_hand_written_one(overrides):
   state = method.init(jax.random.key(0))
   got = run_method(method, state)
   assert_close(got.params, hand_gan(config, method, state))
+
+
+def test_experiment_2_preset_iteration_matches_the_hand_written_one():
+  """The mnist_exp2 preset (no BatchNorm, no hidden biases, 5 D steps,
+  5 z batches x 2 G steps towards one G^o) at its image shape, networks
+  narrowed."""
+  config = importlib.import_module('configs.gan').get_config('mnist_exp2')
+  config.batch_size = 4
+  config.network.g_widths, config.network.d_widths = (8, 4), (4, 8)
+  method = methods.get('gan')(config, data.example_shape(config.data))
+  state = method.init(jax.random.key(0))
+  assert not state.batch_stats['generator']  # No BatchNorm anywhere.
+  got = run_method(method, state, steps=1)
+  assert_close(got.params, hand_gan(config, method, state, steps=1))
 
 
 def test_the_old_generator_modes_train_differently():

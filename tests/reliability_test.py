@@ -613,7 +613,9 @@ def test_bad_values_are_refused_before_anything_is_written(
   assert not (tmp_path / 'run').exists()
 
 
-@pytest.mark.parametrize('preset', ['', 'mnist', 'celeba', 'toy', 'test'])
+@pytest.mark.parametrize(
+  'preset', ['', 'mnist', 'celeba', 'toy', 'test', 'mnist_exp2', 'celeba_exp2']
+)
 def test_every_gan_preset_passes_the_checks(preset):
   """The other models' presets are checked in their own tests."""
   validation.check_config(gan.get_config(preset))

@@ -69,7 +69,10 @@ def _conv_trunk(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
   h = x
   for i, features in enumerate(module.widths):
     normalize = module.batch_norm and i > 0
-    h = _conv(features, module.kernel_size, module.fast_conv, not normalize)(h)
+    # The first layer always has a bias; the others where no BatchNorm
+    # follows and `hidden_bias` asks for one.
+    use_bias = i == 0 or (module.hidden_bias and not module.batch_norm)
+    h = _conv(features, module.kernel_size, module.fast_conv, use_bias)(h)
     if normalize:
       h = _batch_norm(train)(h)
     h = _leaky_relu(h)
@@ -111,6 +114,7 @@ class DCGANGenerator(nn.Module):
   kernel_size: int = 5
   batch_norm: bool = True
   fast_conv: bool = True
+  hidden_bias: bool = True
   logits: bool = False
 
   @nn.compact
@@ -128,15 +132,18 @@ class DCGANGenerator(nn.Module):
         h = _batch_norm(train)(h)
       return nn.relu(h)
 
+    # Hidden layers: a bias only where no BatchNorm follows, if asked for
+    # (the reference's Experiment 2 has none).
+    hidden_bias = self.hidden_bias and not self.batch_norm
     h = nn.Dense(
       (height // scale) * (width // scale) * self.widths[0],
-      use_bias=not self.batch_norm,
+      use_bias=hidden_bias,
       kernel_init=_INIT,
     )(z)
     h = norm_act(h.reshape(z.shape[0], height // scale, width // scale, -1))
     for features in self.widths[1:]:
       h = _conv_transpose(
-        features, self.kernel_size, self.fast_conv, not self.batch_norm
+        features, self.kernel_size, self.fast_conv, hidden_bias
       )(h)
       h = norm_act(h)
     h = _conv_transpose(channels, self.kernel_size, self.fast_conv, True)(h)
@@ -150,6 +157,7 @@ class DCGANDiscriminator(nn.Module):
   kernel_size: int = 5
   batch_norm: bool = True
   fast_conv: bool = True
+  hidden_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -197,6 +205,7 @@ class DCGANEncoder(nn.Module):
   kernel_size: int = 5
   batch_norm: bool = True
   fast_conv: bool = True
+  hidden_bias: bool = True
 
   @nn.compact
   def __call__(
@@ -236,6 +245,7 @@ class DCGANJointDiscriminator(nn.Module):
   kernel_size: int = 5
   batch_norm: bool = True
   fast_conv: bool = True
+  hidden_bias: bool = True
 
   @nn.compact
   def __call__(
@@ -270,6 +280,7 @@ def _conv_options(network_config) -> dict:
     'kernel_size': network_config.kernel_size,
     'batch_norm': network_config.batch_norm,
     'fast_conv': network_config.fast_conv,
+    'hidden_bias': network_config.hidden_bias,
   }
 
 
