@@ -1,18 +1,24 @@
-"""Run guards: stop requests (SIGTERM, Ctrl-C, preemption) and the NaN/inf
-check.
+"""Run guards: stop requests (SIGTERM, Ctrl-C, preemption), the NaN/inf
+check, and the workdir lock.
 
-Both let the loop stop cleanly: a stop request at an iteration boundary
+They let the loop stop cleanly: a stop request at an iteration boundary
 with a checkpoint of that step, a divergence before anything of the broken
-step range is saved. This module knows no model and writes nothing.
+step range is saved, a second run in the same workdir before it writes
+anything. This module knows no model; it writes only the lock file.
 """
 
+import json
+import os
 import signal
+import socket
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from vi_gen import checkpoint, errors
 from vi_gen.state import TrainState
@@ -131,3 +137,73 @@ def check_finite(
       ' makes the first NaN (slowly).'
     )
   return summary
+
+
+class WorkdirLock:
+  """One run per workdir: `workdir/LOCK` names the host and pid that hold it.
+
+  A second run (another terminal, a scheduler's retry while the first still
+  runs) is refused before it writes anything; Orbax alone would let both
+  write until one dies in a tensorstore error. A lock left by a process
+  that no longer exists on this host (a SIGKILL, a crash) is taken over.
+  Only process 0 of a multi-host run takes it.
+  """
+
+  NAME = 'LOCK'
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, self.NAME)
+    self._held = False
+
+  def __enter__(self) -> 'WorkdirLock':
+    if jax.process_index() != 0:
+      return self
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    holder = {
+      'host': socket.gethostname(),
+      'pid': os.getpid(),
+      'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+    }
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      except FileExistsError:
+        self._refuse_or_clear()
+        continue
+      with os.fdopen(fd, 'w') as f:
+        json.dump(holder, f)
+      self._held = True
+      return self
+    raise errors.WorkdirError(f'Could not take the lock {self.path}.')
+
+  def _refuse_or_clear(self) -> None:
+    """Raises WorkdirError if a live process holds the lock, else removes
+    the stale lock."""
+    try:
+      with open(self.path) as f:
+        holder = json.load(f)
+    except (OSError, ValueError):
+      holder = {}
+    host, pid = holder.get('host'), holder.get('pid')
+    if host == socket.gethostname() and isinstance(pid, int):
+      try:
+        os.kill(pid, 0)
+      except ProcessLookupError:
+        logging.warning(
+          'Taking over the lock of process %d, which no longer runs.', pid
+        )
+        os.remove(self.path)
+        return
+      except PermissionError:
+        pass  # It exists, under another user.
+    raise errors.WorkdirError(
+      f'Another run is using this workdir: process {pid} on host {host},'
+      f' started {holder.get("started", "?")} ({self.path}). Wait for it to'
+      f' finish, use another --workdir, or, if that run is gone, delete'
+      f' {self.path}.'
+    )
+
+  def __exit__(self, *exc_info) -> None:
+    if self._held:
+      os.remove(self.path)
+      self._held = False

@@ -13,7 +13,9 @@ Batch `i` and the key of iteration `i` are pure functions of (seed, i), so a
 resumed run continues exactly as an uninterrupted one would have.
 """
 
+import contextlib
 import os
+import time
 
 import jax
 import ml_collections
@@ -47,13 +49,17 @@ def train_and_evaluate(
   validation.check_workdir(workdir)
   # From here on SIGTERM and Ctrl-C stop the run at the next iteration
   # boundary, also when they come while the run restores or compiles.
-  with guards.StopRequest() as stop:
-    return _train(config, workdir, stop)
+  with guards.StopRequest() as stop, contextlib.ExitStack() as stack:
+    return _train(config, workdir, stop, stack)
 
 
 def _train(
-  config: ml_collections.ConfigDict, workdir: str, stop: guards.StopRequest
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  stop: guards.StopRequest,
+  stack: contextlib.ExitStack,
 ) -> TrainState:
+  start = time.time()
   experiment = Experiment(config)
   method = experiment.method
   dataset = data.create_dataset(config)
@@ -70,8 +76,9 @@ def _train(
   step = int(jax.device_get(state.step))
 
   # Only now is anything written, apart from unreadable checkpoints that
-  # were set aside.
+  # were set aside; a second run in this workdir stops here.
   os.makedirs(workdir, exist_ok=True)
+  stack.enter_context(guards.WorkdirLock(workdir))
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(
     workdir, just_logging=not is_main
@@ -99,7 +106,7 @@ def _train(
   if config.eval_every_steps:
     evaluator = eval_run.Evaluator(config, workdir, method)
 
-  pending, first_pending = [], step + 1
+  pending, first_pending, summary = [], step + 1, {}
   try:
     with metric_writers.ensure_flushes(writer):
       while step < config.num_steps:
@@ -156,4 +163,45 @@ def _train(
   finally:
     manager.wait_until_finished()
     manager.close()
+  _log_end(config, workdir, step, saved_step, time.time() - start, summary)
   return state
+
+
+def _log_end(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  step: int,
+  saved_step: int | None,
+  seconds: float,
+  summary: dict[str, float],
+) -> None:
+  """One block that says how the run ended and where everything went."""
+  done = step >= config.num_steps
+  status = 'complete' if done else 'stopped early'
+  shown = {k: v for k, v in summary.items() if not k.endswith('param_norm')}
+  pictures = sorted(
+    name
+    for name in os.listdir(workdir)
+    if os.path.isdir(os.path.join(workdir, name))
+    and any(f.endswith('.png') for f in os.listdir(os.path.join(workdir, name)))
+  )
+  logging.info(
+    'Run %s: step %d of %d (last checkpoint: step %s), %.0f s in this'
+    ' process.%s\n  workdir: %s\n  checkpoints: %s\n  pictures: %s\n'
+    '  evaluations: %s\n  TensorBoard: tensorboard --logdir %s',
+    status,
+    step,
+    config.num_steps,
+    saved_step,
+    seconds,
+    (' Last metrics: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
+    if shown
+    else '',
+    os.path.abspath(workdir),
+    checkpoint.checkpoint_dir(workdir),
+    ', '.join(f'{d}/step_*.png' for d in pictures) or 'none',
+    'eval_<step>.json'
+    if config.eval_every_steps
+    else 'off (eval_every_steps=0)',
+    os.path.abspath(workdir),
+  )

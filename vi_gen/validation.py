@@ -102,6 +102,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       _is_int(value) and value >= 1,
       f'{name} must be >= 1 (an integer), got {value!r}.',
     )
+  chunk = min(config.eval.iwae_chunk, config.eval.iwae_samples)
+  errors.require(
+    config.eval.iwae_samples % chunk == 0,
+    f'eval.iwae_samples={config.eval.iwae_samples} must be a multiple of'
+    f' eval.iwae_chunk={config.eval.iwae_chunk}: the IWAE bound draws its'
+    f' samples in chunks of that size (e.g. eval.iwae_samples='
+    f'{chunk * math.ceil(config.eval.iwae_samples / chunk)}).',
+  )
   errors.require(
     _is_int(config.seed) and 0 <= config.seed < 2**63,
     f'seed must be an integer in [0, 2**63), got {config.seed!r}.',
