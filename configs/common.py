@@ -11,9 +11,11 @@ from vi_gen.evaluation import defaults as eval_defaults
 PRESETS = ('mnist', 'celeba', 'toy', 'test')
 
 
-def get_base_config(model: str, preset: str) -> ml_collections.ConfigDict:
-  """The run-control, data, optimizer and evaluation fields; models add
-  their own."""
+def get_base_config(
+  model: str, preset: str, gradient_trained: bool = True
+) -> ml_collections.ConfigDict:
+  """The run-control, data, evaluation and (for the gradient-trained
+  models) optimizer fields; models add their own."""
   config = ml_collections.ConfigDict()
   config.model = model  # Registered method name, see vi_gen/methods.
   config.preset = preset  # Which preset built this config (names the workdir).
@@ -42,11 +44,12 @@ def get_base_config(model: str, preset: str) -> ml_collections.ConfigDict:
   config.data.resize = 'bicubic'  # tf.image.resize method.
   config.data.shuffle_buffer = 10_000
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.lr = 2e-4  # Reference: Adam(2e-4, b1=0.5) for every player.
-  config.optim.b1 = 0.5
-  config.optim.b2 = 0.999
-  config.optim.eps = 1e-8
+  if gradient_trained:
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 2e-4  # Reference: Adam(2e-4, b1=0.5) for every player.
+    config.optim.b1 = 0.5
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
 
   # Testing aids, off by default; never needed in a real run.
   config.debug = ml_collections.ConfigDict()

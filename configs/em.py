@@ -16,8 +16,8 @@ scratch; and K diagonal Gaussians on faces give K blurred average faces,
 nothing of the paper's CelebA experiment (which is about the GAN).
 
 The run writes log_likelihood_curve/, samples/, and means/ (images) or
-ellipses/ (2-D, 2-sigma) as PNGs. `optim` and `ema_decay` are unused by EM;
-they are here because the loop validates them for every model.
+ellipses/ (2-D, 2-sigma) as PNGs. EM has no optimizer and no EMA, so its
+config has no `optim` and no `ema_decay`.
 """
 
 import ml_collections
@@ -32,8 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'EM has no celeba preset (see the docstring of configs/em.py); use'
       ' mnist or toy.'
     )
-  config = common.get_base_config('em', preset)
-  config.ema_decay = 0.0
+  config = common.get_base_config('em', preset, gradient_trained=False)
 
   config.num_components = 10  # K; 0 = one per mode of a 2-D mixture.
   config.covariance_type = 'diag'  # diag | full

@@ -114,15 +114,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _is_int(config.seed) and 0 <= config.seed < 2**63,
     f'seed must be an integer in [0, 2**63), got {config.seed!r}.',
   )
-  optim = config.optim
-  errors.require(optim.lr > 0, f'optim.lr must be > 0, got {optim.lr}.')
-  errors.require(
-    0 <= optim.b1 < 1, f'optim.b1 must be in [0, 1), got {optim.b1}.'
-  )
-  errors.require(
-    0 <= optim.b2 < 1, f'optim.b2 must be in [0, 1), got {optim.b2}.'
-  )
-  errors.require(optim.eps > 0, f'optim.eps must be > 0, got {optim.eps}.')
+  if 'optim' in config:  # EM has no optimizer.
+    optim = config.optim
+    errors.require(optim.lr > 0, f'optim.lr must be > 0, got {optim.lr}.')
+    errors.require(
+      0 <= optim.b1 < 1, f'optim.b1 must be in [0, 1), got {optim.b1}.'
+    )
+    errors.require(
+      0 <= optim.b2 < 1, f'optim.b2 must be in [0, 1), got {optim.b2}.'
+    )
+    errors.require(optim.eps > 0, f'optim.eps must be > 0, got {optim.eps}.')
   errors.require(
     data.NAMES.count(config.data.name) == 1,
     f'Unknown data.name {config.data.name!r}; known: {", ".join(data.NAMES)}.',
@@ -149,10 +150,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   errors.require(
     bool(config.data.split), "data.split must name a TFDS split, e.g. 'train'."
   )
-  errors.require(
-    0 <= config.ema_decay < 1,
-    f'ema_decay must be in [0, 1) (0 = off), got {config.ema_decay}.',
-  )
+  if 'ema_decay' in config:
+    errors.require(
+      0 <= config.ema_decay < 1,
+      f'ema_decay must be in [0, 1) (0 = off), got {config.ema_decay}.',
+    )
   errors.require(
     _is_int(config.debug.nan_at_step) and config.debug.nan_at_step >= 0,
     'debug.nan_at_step must be an integer >= 0 (0 = off), got'
