@@ -7,6 +7,8 @@ registered builder's features, JPEG images). Image i of it is a flat grey of
 value `10 + 8 i`, so an example's index can be read back from any batch.
 """
 
+import functools
+import io
 import itertools
 import os
 import subprocess
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image
 from tensorflow_datasets.core.download import download_manager
 
 from configs import gan as gan_config
@@ -96,6 +99,84 @@ def test_bicubic_tf1_samples_the_reference_grid():
   np.testing.assert_allclose(reference, expected, atol=1e-5)
   tf2 = data.celeba_preprocess(data_config(crop_size=128))(tf.constant(jpeg))
   assert np.abs(tf2.numpy() - expected).max() > 0.01
+
+
+# PIL's `subsampling` argument for each chroma layout; CelebA's JPEGs are
+# baseline 4:2:0 at quality about 95.
+SUBSAMPLINGS = {'4:4:4': 0, '4:2:2': 1, '4:2:0': 2}
+CROP_SIZES = range(1, data.CELEBA_WIDTH + 1)  # What validation accepts.
+
+
+def centre_window(crop: int) -> tuple[int, int]:
+  return (218 - crop) // 2, (178 - crop) // 2
+
+
+@functools.cache
+def noisy_jpeg(subsampling: str) -> tuple[bytes, np.ndarray]:
+  """A baseline 218x178 JPEG (quality 95) of gradients plus uniform noise
+  in every channel, so that a chroma error shows; and its full decode."""
+  rows, cols = np.mgrid[0:218, 0:178]
+  gradients = np.stack([cols / 177, rows / 217, (rows + cols) / 394], -1)
+  noise = np.random.default_rng(0).uniform(0, 128, gradients.shape)
+  image = (gradients * 127 + noise).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(
+    buffer, 'JPEG', quality=95, subsampling=SUBSAMPLINGS[subsampling]
+  )
+  jpeg = buffer.getvalue()
+  return jpeg, tf.io.decode_jpeg(jpeg, channels=3).numpy()
+
+
+@pytest.mark.parametrize('subsampling', SUBSAMPLINGS)
+def test_crop_is_a_full_decode_then_crop_at_every_crop_size(subsampling):
+  jpeg, full = noisy_jpeg(subsampling)
+  inexact = []
+  for crop in CROP_SIZES:
+    top, left = centre_window(crop)
+    window = data._celeba_crop(tf.constant(jpeg), crop).numpy()
+    if not np.array_equal(window, full[top : top + crop, left : left + crop]):
+      inexact.append(crop)
+  assert not inexact, f'crop sizes not equal to decode-then-crop: {inexact}'
+
+
+@pytest.mark.parametrize('subsampling', SUBSAMPLINGS)
+def test_a_bare_window_decode_errs_in_the_columns_the_rule_names(subsampling):
+  """Why the window is widened: libjpeg-turbo's cropped decode upsamples
+  chroma as if the window's edges were the image's. Its first column is
+  wrong when it starts on an inner iMCU boundary (a multiple of 16 for
+  4:2:x) and its last column when it ends on an even inner column; 4:4:4
+  has nothing to upsample. So 93 of the 178 centre crops are inexact in
+  4:2:2 and 4:2:0, among them 107, but not the reference's 108."""
+  jpeg, full = noisy_jpeg(subsampling)
+  inexact = set()
+  for crop in CROP_SIZES:
+    top, left = centre_window(crop)
+    window = tf.io.decode_and_crop_jpeg(jpeg, [top, left, crop, crop], 3)
+    error = window.numpy() != full[top : top + crop, left : left + crop]
+    columns = set(np.flatnonzero(error.any(axis=(0, 2))).tolist())
+    expected = set()
+    if subsampling != '4:4:4':
+      if left > 0 and left % 16 == 0:
+        expected.add(0)
+      if left + crop < 178 and (left + crop) % 2 == 0:
+        expected.add(crop - 1)
+    assert columns == expected, crop
+    if columns:
+      inexact.add(crop)
+  assert len(inexact) == (0 if subsampling == '4:4:4' else 93)
+  assert 108 not in inexact and (subsampling == '4:4:4') != (107 in inexact)
+
+
+@pytest.mark.parametrize('crop', [107, 108, 140, 160, 178])
+def test_preprocessing_resizes_a_full_decode_then_crop(crop):
+  jpeg, full = noisy_jpeg('4:2:0')
+  top, left = centre_window(crop)
+  window = full[top : top + crop, left : left + crop].astype(np.float32)
+  for resize in ('bicubic_tf1', 'area'):
+    config = data_config(crop_size=crop, resize=resize)
+    image = data.celeba_preprocess(config)(tf.constant(jpeg)).numpy()
+    expected = data._resize(window[None], 64, resize)[0].numpy()
+    np.testing.assert_array_equal(image, expected / 127.5 - 1.0)
 
 
 def test_unknown_resize_method_is_rejected(tiny_celeba):
