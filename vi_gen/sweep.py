@@ -379,7 +379,8 @@ def _finish(run: Run, returncode: int, elapsed: float, env) -> tuple[str, str]:
     tail = f.read()[-20000:]
   record = {'command': run.command, 'returncode': returncode}
   record['elapsed_s'] = round(elapsed, 1)
-  if returncode == 0 and 'Stopped by' in tail.rsplit('### ', 1)[-1]:
+  attempt = tail.rsplit('### ', 1)[-1]
+  if returncode == 0 and re.search(r'Stopped by|Run stopped early', attempt):
     # SIGTERM: the run saved a checkpoint and exited 0; it is not finished.
     return 'stopped', 'stopped by a signal; rerun to resume'
   if returncode == 0:
