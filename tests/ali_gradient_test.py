@@ -431,3 +431,86 @@ def test_at_the_snapshot_only_the_encoder_cycle_gradient_survives():
     inverse['scale'] * SIGMA_G * EPS_G.mean() / SIGMA_E**2,
     rtol=1e-10,
   )
+
+
+# ------------------------------- eqs. (37), (39), (40) on discrete (x, z)
+
+
+def discrete_setup(seed):
+  """p~(x), p^o(z|x), q(z), q^o(x|z) on 3 x values and 4 z values, and D of
+  eq. (39) for them."""
+  rng = np.random.default_rng(seed)
+  normalize = lambda a, axis: a / a.sum(axis=axis, keepdims=True)  # noqa: E731
+  p_data = normalize(rng.uniform(0.2, 1, 3), 0)  # p~(x)
+  p_old = normalize(rng.uniform(0.1, 1, (3, 4)), 1)  # p^o(z|x) [x, z]
+  q_z = normalize(rng.uniform(0.2, 1, 4), 0)  # q(z)
+  q_old = normalize(rng.uniform(0.1, 1, (3, 4)), 0)  # q^o(x|z) [x, z]
+  enc, gen = p_old * p_data[:, None], q_old * q_z[None, :]
+  d = enc / (enc + gen)  # eq. (39)
+  return p_data, p_old, q_z, q_old, d
+
+
+def eq37(p, q, p_data, q_z, d):
+  """Eq. (37) by sums; p = p(z|x), q = q(x|z), both [x, z]."""
+  gen = q * q_z[None, :]
+  return np.sum(p * p_data[:, None] * -np.log(d)) + np.sum(
+    gen * np.log(gen / ((1 - d) * p * p_data[:, None]))
+  )
+
+
+def eq40(p, q, p_old, q_old, q_z, p_data, d):
+  """Eq. (40) by sums: T1 + T2 + T3 + T4."""
+  gen = q * q_z[None, :]
+  t1 = np.sum(p * p_data[:, None] * -np.log(d))
+  t2 = np.sum(gen * -np.log(d))
+  t3 = np.sum(q_z * np.sum(q * np.log(q / q_old), axis=0))
+  t4 = np.sum(gen * np.log(p_old / p))
+  return t1 + t2 + t3 + t4
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_eq40_is_eq37_when_d_is_eq39(seed):
+  """The paper's rewrite, away from the snapshot (p != p^o, q != q^o)."""
+  p_data, p_old, q_z, q_old, d = discrete_setup(seed)
+  rng = np.random.default_rng(100 + seed)
+  p = p_old * rng.uniform(0.5, 1.5, p_old.shape)
+  p /= p.sum(axis=1, keepdims=True)
+  q = q_old * rng.uniform(0.5, 1.5, q_old.shape)
+  q /= q.sum(axis=0, keepdims=True)
+  np.testing.assert_allclose(
+    eq40(p, q, p_old, q_old, q_z, p_data, d),
+    eq37(p, q, p_data, q_z, d),
+    rtol=1e-12,
+  )
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_at_the_snapshot_the_encoder_gradient_of_eq37_pushes_d_to_zero(seed):
+  """d(37)/dp(z|x) at p = p^o, q = q^o is p~(x) [-log D - (1 - D)/D]
+  (docs/results/ali.md, section 2); (41) keeps only p~(x) [-log D]. A
+  softmax-gradient step of the encoder then lowers its mean D under (37)
+  and raises it under (41)."""
+  p_data, p_old, q_z, q_old, d = discrete_setup(seed)
+  h = 1e-7
+  numeric = np.zeros_like(p_old)
+  for i, j in np.ndindex(*p_old.shape):
+    step = np.zeros_like(p_old)
+    step[i, j] = h
+    numeric[i, j] = (
+      eq37(p_old + step, q_old, p_data, q_z, d)
+      - eq37(p_old - step, q_old, p_data, q_z, d)
+    ) / (2 * h)
+  exact = p_data[:, None] * (-np.log(d) - (1 - d) / d)
+  np.testing.assert_allclose(numeric, exact, rtol=1e-6)
+  only_41 = p_data[:, None] * -np.log(d)
+
+  def mean_d_after_step(grad, eps=1e-4):
+    # Softmax parameterisation of each row: dlogits = p (g - E_p g).
+    centred = grad - np.sum(p_old * grad, axis=1, keepdims=True)
+    p = p_old * np.exp(-eps * p_old * centred)
+    p /= p.sum(axis=1, keepdims=True)
+    return np.sum(p * p_data[:, None] * d)
+
+  before = np.sum(p_old * p_data[:, None] * d)
+  assert mean_d_after_step(exact) < before
+  assert mean_d_after_step(only_41) > before
