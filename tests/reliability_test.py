@@ -664,7 +664,7 @@ def test_unwritable_workdir_is_refused_before_compiling(
   def compile_nothing(*args):
     raise AssertionError('built the networks before checking the workdir')
 
-  monkeypatch.setattr(train, '_Setup', compile_nothing)
+  monkeypatch.setattr(train, 'Experiment', compile_nothing)
   before = snapshot(tmp_path)
   with pytest.raises(errors.WorkdirError, match=re.escape(str(culprit))):
     train.train_and_evaluate(_test('gan'), str(workdir))
