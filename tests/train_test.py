@@ -261,3 +261,18 @@ def test_default_workdir_is_named_after_model_and_preset():
     == 'runs/gan_mnist'
   )
   assert experiment.default_workdir(gan_config.get_config()) == 'runs/gan'
+
+
+def test_the_iteration_compiles_once_per_run(tmp_path, monkeypatch):
+  """No retrace after the first step (a changed shape, dtype or a Python
+  value in the step would compile again, costing seconds per step)."""
+  import chex
+
+  from vi_gen.methods.gan import GAN
+
+  monkeypatch.setattr(
+    GAN, 'iteration', chex.assert_max_traces(GAN.iteration, n=1)
+  )
+  config = make_config(num_steps=6)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 6
