@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import gan as gan_config
-from vi_gen import errors
+from vi_gen import errors, losses
 from vi_gen.methods.gan import GAN
 
 
@@ -135,9 +135,32 @@ def test_invalid_gan_configs_are_rejected(overrides, message):
 
 
 def test_phase_with_one_g_step_is_fine_without_the_regularizer():
-  GAN(
+  gan = GAN(
     tiny_config(old_generator='phase', g_steps=1, reg_weight=0.0), (28, 28, 1)
   )
+  assert [p.steps for p in gan.phases()] == [1, 1]
+
+
+@pytest.mark.parametrize('adversarial', ['nonsaturating', 'saturating'])
+def test_generator_step_loss_is_the_public_eq_26(adversarial):
+  """The loss the G phase differentiates equals
+  `losses.regularized_generator_loss` on the same G(z), D(G(z)), G^o(z)."""
+  config = tiny_config(reg_weight=3.0, generator_loss=adversarial)
+  gan, state = make(config, (28, 28, 1))
+  z = gan.latents(jax.random.key(1), config.batch_size)
+  old_fake = jax.random.uniform(
+    jax.random.key(2), (config.batch_size, 28, 28, 1)
+  )
+  loss, (_, terms) = gan.generator_loss(
+    state.params, state.batch_stats, None, (z, old_fake)
+  )
+  fake, _ = gan.run('generator', state.params, state.batch_stats, z)
+  logits, _ = gan.run('discriminator', state.params, state.batch_stats, fake)
+  want = losses.regularized_generator_loss(
+    logits, fake, old_fake, 3.0, adversarial
+  )
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  assert float(terms['g_regularizer']) > 0
 
 
 def bias_layers(params) -> list[str]:

@@ -54,6 +54,12 @@ class StopRequest:
         # ignored.
         previous = signal.getsignal(signum)
         ignored = signum == signal.SIGINT and previous == signal.SIG_IGN
+        if ignored:
+          logging.warning(
+            'Ctrl-C (SIGINT) is ignored in this process (a background job?):'
+            ' stop it with SIGTERM (kill %d) to save and exit.',
+            os.getpid(),
+          )
         if previous is not None and not ignored:
           signal.signal(signum, self.handle)
           self._previous[signum] = previous

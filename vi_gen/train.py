@@ -66,6 +66,10 @@ def _train(
   # Pictures always show the same latents and the same real examples.
   # Drawn now, so that a dataset smaller than a batch fails before writing.
   reference = next(dataset.host_batches(0))
+  # Nothing is written before this lock (not even unreadable checkpoints
+  # set aside): a second run in this workdir stops here.
+  os.makedirs(workdir, exist_ok=True)
+  stack.enter_context(guards.WorkdirLock(workdir))
   state = experiment.restore_or_none(workdir, repair=True)
   saved_step = None if state is None else int(jax.device_get(state.step))
   if state is None:
@@ -75,10 +79,8 @@ def _train(
     logging.info('Resumed from the checkpoint at step %d.', saved_step)
   step = int(jax.device_get(state.step))
 
-  # Only now is anything written, apart from unreadable checkpoints that
-  # were set aside; a second run in this workdir stops here.
-  os.makedirs(workdir, exist_ok=True)
-  stack.enter_context(guards.WorkdirLock(workdir))
+  # Only now is anything else written, apart from unreadable checkpoints
+  # that were set aside.
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(
     workdir, just_logging=not is_main

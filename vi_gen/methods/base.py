@@ -6,8 +6,9 @@ evaluation asks for.
 A model subclasses `LatentModel` (or `EncoderDecoder`) and declares:
 `build_networks()` (name -> (Flax module, example inputs)), `phases()` (its
 schedule of `players.Phase`s, each loss a function of `vi_gen.losses`),
-`check_config(config)`, and optionally `old_networks`, `decoder_name`,
-`eval_groups` and `batches_per_iteration`. Nothing in the loop or the
+`check_config(config)`, `decoder_name` (the network that maps z to x,
+default 'decoder'), and optionally `old_networks`, `eval_groups`,
+`batches_per_iteration` and `pictures`. Nothing in the loop or the
 evaluation names a model.
 
 Every model keeps one Adam per trained entry of `state.params` (Adam is
@@ -235,6 +236,14 @@ class LatentModel:
     """Samples at z (the EMA decoder when enabled), BatchNorm in eval mode."""
     params = sampling_params(state, self.decoder_name)
     return self._decode(params, state, z)
+
+  def pictures(
+    self, state: TrainState, key: jax.Array, reference: np.ndarray
+  ) -> dict[str, np.ndarray]:
+    """What the loop draws every `sample_every_steps`: {name: uint8 image};
+    here the samples of fixed latents (an image grid, or 2-D points over
+    the data)."""
+    return {'samples': self.samples_picture(state, key, reference)}
 
   @functools.cached_property
   def _jitted_generate(self) -> Callable:

@@ -22,7 +22,6 @@ The regularizer pulls G(z) towards G^o(z), the old generator on the same z:
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vi_gen import errors, losses, networks, players
 from vi_gen.methods import base
@@ -92,6 +91,18 @@ class GAN(base.LatentModel):
       ),
     ]
 
+  def discriminator_objective(
+    self, real_logits: jax.Array, fake_logits: jax.Array
+  ) -> jax.Array:
+    """D's loss on its outputs for a real and a fake batch: eq. (16).
+    Override it (and `generator_objective`) for another GAN objective; the
+    schedule and the old-generator regularizer stay."""
+    return losses.discriminator_loss(real_logits, fake_logits)
+
+  def generator_objective(self, fake_logits: jax.Array) -> jax.Array:
+    """G's adversarial term: eq. (20), or the saturating minimax form."""
+    return GENERATOR_LOSSES[self.config.generator_loss](fake_logits)
+
   def discriminator_loss(self, params, stats, shared, step_input):
     """Eq. (16) on a real batch and G(z) for fresh z."""
     del shared
@@ -103,7 +114,7 @@ class GAN(base.LatentModel):
     real_logits, fake_logits, d_stats = self.discriminate(
       params, stats, (real,), (fake,)
     )
-    loss = losses.discriminator_loss(real_logits, fake_logits)
+    loss = self.discriminator_objective(real_logits, fake_logits)
     return loss, (
       d_stats,
       base.mean_probabilities(d_real=real_logits, d_fake=fake_logits),
@@ -137,22 +148,13 @@ class GAN(base.LatentModel):
     fake, g_stats = self.run('generator', params, stats, z)
     # D's statistics are not updated by G's steps.
     logits, _ = self.run('discriminator', params, stats, fake)
-    adversarial = GENERATOR_LOSSES[cfg.generator_loss](logits)
+    adversarial = self.generator_objective(logits)
+    regularizer = jnp.zeros(())
     if cfg.reg_weight:
+      # Eq. (26): the adversarial term plus the distance to G^o(z).
       regularizer = losses.generator_regularizer(fake, old_fake)
-      loss = losses.regularized_generator_loss(
-        logits, fake, old_fake, cfg.reg_weight, cfg.generator_loss
-      )
-    else:
-      regularizer = jnp.zeros(())
-      loss = adversarial
+    loss = adversarial + cfg.reg_weight * regularizer
     return loss, (
       {'generator': g_stats},
       {'g_adversarial': adversarial, 'g_regularizer': regularizer},
     )
-
-  def pictures(
-    self, state, key: jax.Array, reference: np.ndarray
-  ) -> dict[str, np.ndarray]:
-    """Samples from fixed latents: an image grid, or 2-D points over data."""
-    return {'samples': self.samples_picture(state, key, reference)}
