@@ -19,6 +19,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config of the preset after the colon (see the module docstring)."""
   preset = common.parse_preset(arg)
   config = common.get_encoder_decoder_config('aae', preset)
 

@@ -22,6 +22,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config of the preset after the colon (see the module docstring)."""
   preset = common.parse_preset(arg)
   config = common.get_encoder_decoder_config('ali', preset)
   config.d_steps = 1  # D steps per iteration, each on its own real batch.

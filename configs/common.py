@@ -108,12 +108,14 @@ def parse_preset(arg: str | None, extra: tuple[str, ...] = ()) -> str:
 
 
 def use_bundled_mnist(config: ml_collections.ConfigDict) -> None:
+  """Train on the bundled MNIST (offline), 28x28."""
   config.data.name = 'mnist'
   config.data.source = 'bundled'
   config.data.image_size = 28
 
 
 def use_mixture(config: ml_collections.ConfigDict, name: str = 'ring8') -> None:
+  """Train on a 2-D mixture: ring8 or grid25."""
   config.data.name = name
 
 

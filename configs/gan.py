@@ -20,6 +20,7 @@ EXPERIMENT_2 = ('celeba_exp2', 'mnist_exp2')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config of the preset after the colon (see the module docstring)."""
   preset = common.parse_preset(arg, extra=EXPERIMENT_2)
   config = common.get_base_config('gan', preset)
 

@@ -54,6 +54,7 @@ COMMIT_MARKER = 'commit_success.txt'
 
 
 def checkpoint_dir(workdir: str) -> str:
+  """<workdir>/checkpoints (absolute), where Orbax keeps the steps."""
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
@@ -90,6 +91,8 @@ def flatten(config: dict) -> dict:
 
 
 def config_meta(config: ml_collections.ConfigDict) -> dict:
+  """The model and the whole config as JSON, saved beside every checkpoint
+  so that a resume can tell another experiment apart."""
   return {
     'model': config.model,
     'config': json.loads(config.to_json_best_effort()),

@@ -84,7 +84,10 @@ class StopRequest:
       )
 
   def requested(self, step: int, manager: ocp.CheckpointManager) -> bool:
-    # Called at every step on every host, as reached_preemption needs.
+    """Whether the loop should save and stop before iteration `step`.
+
+    Called at every step on every host, as `reached_preemption` needs.
+    """
     if manager.reached_preemption(step):
       self.reason = self.reason or 'a preemption notice'
     return bool(self.reason)

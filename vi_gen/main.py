@@ -161,6 +161,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv) -> None:
+  """The entry point `app.run` calls (scripts that register their own
+  model hand over to it too): a user's error becomes one line, exit 1."""
   try:
     _run(argv)
   except errors.VIGenError as e:

@@ -38,6 +38,7 @@ def create_mesh() -> jax.sharding.Mesh:
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """The sharding of the train state: a full copy on every device."""
   return NamedSharding(mesh, PartitionSpec())
 
 

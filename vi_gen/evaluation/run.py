@@ -159,6 +159,8 @@ class FeatureExtractor:
 
 
 def classifier_extractor(path: str) -> FeatureExtractor:
+  """The MNIST classifier's features (MNIST-FID); `path` '' = the bundled
+  weights."""
   path = path or str(mnist_classifier.WEIGHTS_PATH)
   params = mnist_classifier.load(path)
   return FeatureExtractor(
@@ -173,6 +175,8 @@ def classifier_extractor(path: str) -> FeatureExtractor:
 
 
 def inception_extractor(path: str) -> FeatureExtractor:
+  """Inception-v3 pool3 features and logits (FID, KID, IS) from the
+  converted weights at `path`."""
   variables = inception.load_variables(path)
   return FeatureExtractor(
     'inception',
@@ -264,6 +268,7 @@ class Evaluator:
     )
 
   def heldout(self) -> tuple[np.ndarray, str]:
+    """The first `num_heldout` real examples, and what they are."""
     x, source = self.real
     n = min(self.eval.num_heldout, len(x))
     return x[:n], f'the first {n} of {source}'

@@ -50,6 +50,11 @@ def with_encoder() -> list[str]:
 
 
 def get(name: str) -> type:
+  """The model class registered as `name`.
+
+  Raises:
+    errors.ConfigError: no model of that name.
+  """
   if name not in METHODS:
     raise errors.ConfigError(
       f'Unknown model {name!r}; known: {sorted(METHODS)}.'

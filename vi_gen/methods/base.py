@@ -154,6 +154,8 @@ class LatentModel:
     return self.decoder_name, self.config.ema_decay
 
   def init(self, key: jax.Array) -> TrainState:
+    """Step 0: every network initialised from `key`, one Adam state per
+    trained entry, copies of the old networks and of the EMA network."""
     params, batch_stats = players.init_networks(key, self.networks)
     params.update(self.extra_params())
     return players.new_state(

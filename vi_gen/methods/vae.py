@@ -50,6 +50,7 @@ class VAE(base.EncoderDecoder):
 
   @property
   def bernoulli(self) -> bool:
+    """Whether q(x|z) is Bernoulli (else Gaussian)."""
     return self.config.vae.likelihood == 'bernoulli'
 
   def build_networks(self):
