@@ -14,6 +14,12 @@ from configs import gan as gan_config
 from configs import vae as vae_config
 from vi_gen import errors, guards, train, validation
 
+# A rerun restores a checkpoint; Orbax leaves some of its reads to the
+# garbage collector, which reports them as unraisable exceptions.
+pytestmark = pytest.mark.filterwarnings(
+  'ignore::pytest.PytestUnraisableExceptionWarning'
+)
+
 
 def test_a_run_ends_with_where_everything_went_and_a_rerun_says_complete(
   tmp_path, caplog

@@ -17,6 +17,7 @@ would get on its own), BatchNorm statistics per network in
 `state.batch_stats`, and samples with BatchNorm in eval mode.
 """
 
+import abc
 import functools
 from collections.abc import Callable
 
@@ -100,7 +101,7 @@ def reconstruction_picture(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
   return images.image_grid(pairs, columns=columns)
 
 
-class LatentModel:
+class LatentModel(abc.ABC):
   """The base of the models that decode z ~ N(0, I).
 
   `decoder_name` names the network that maps z to x; `mean` maps its raw
@@ -121,15 +122,16 @@ class LatentModel:
 
   @staticmethod
   def check_config(config) -> None:
-    """Model-specific config rules; raises errors.ConfigError."""
+    """Model-specific config rules; raises errors.ConfigError. None here."""
+    del config
 
+  @abc.abstractmethod
   def build_networks(self) -> dict[str, tuple[nn.Module, tuple]]:
     """name -> (Flax module, example inputs for its init)."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def phases(self) -> list[players.Phase]:
     """The schedule of one iteration."""
-    raise NotImplementedError
 
   def trained(self) -> tuple[str, ...]:
     """The entries of `state.params` that have an optimizer."""
