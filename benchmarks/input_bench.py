@@ -68,7 +68,7 @@ def build_synthetic_celeba(data_dir: str, num_examples: int) -> float:
 
 def pipeline_rate(config, batches: int) -> float:
   """Images/s of celeba_batches after 5 warm-up batches."""
-  stream = data.celeba_batches(config.data, config.batch_size, config.seed, 0)
+  stream = data.celeba_batches(config, config.batch_size, config.seed, 0)
   for _ in itertools.islice(stream, 5):
     pass
   start = time.perf_counter()
@@ -80,13 +80,13 @@ def pipeline_rate(config, batches: int) -> float:
 def resume_seconds(config, start: int) -> float:
   """Seconds from a fresh pipeline to its first batch, resuming at `start`."""
   begin = time.perf_counter()
-  next(data.celeba_batches(config.data, config.batch_size, config.seed, start))
+  next(data.celeba_batches(config, config.batch_size, config.seed, start))
   return time.perf_counter() - begin
 
 
 def record_rate(config) -> float:
   """Undecoded records/s, read and counted inside tf.data."""
-  records = data.celeba_records(config.data)
+  records = data.celeba_records(config)
   begin = time.perf_counter()
   count = int(records.reduce(np.int64(0), lambda n, _: n + 1))
   return count / (time.perf_counter() - begin)
@@ -105,7 +105,7 @@ def step_rates(config, steps: int) -> tuple[float, float]:
   )
   state = jax.jit(gan.init, out_shardings=replicated)(jax.random.key(0))
   k = gan.batches_per_iteration
-  stream = data.celeba_batches(config.data, config.batch_size, config.seed, 0)
+  stream = data.celeba_batches(config, config.batch_size, config.seed, 0)
 
   def fetch():
     return parallel.to_global(
@@ -137,14 +137,14 @@ def main() -> None:
   config = gan_config.get_config('celeba')
   config.batch_size = args.batch_size
   with tempfile.TemporaryDirectory() as scratch:
-    config.data.data_dir = args.data_dir or scratch
+    config.run.data_dir = args.data_dir or scratch
     if not args.data_dir:
       mean_bytes = build_synthetic_celeba(scratch, args.num_examples)
       print(
         f'synthetic celeb_a: {args.num_examples} JPEGs of {mean_bytes / 1e3:.1f}'
         f' KB on average (CelebA: {CELEBA_MEAN_JPEG_BYTES / 1e3:.1f} KB)'
       )
-    per_epoch = data.celeba_batches_per_epoch(config.data, config.batch_size)
+    per_epoch = data.celeba_batches_per_epoch(config, config.batch_size)
     print(
       f'{os.cpu_count()} CPU cores, JAX on {jax.device_count()}'
       f' {jax.devices()[0].platform} device(s), batch {config.batch_size},'

@@ -1,4 +1,4 @@
-"""Times one GAN training iteration with and without `network.fast_conv`.
+"""Times one GAN training iteration with each `run.conv_lowering`.
 
 One iteration of the reference schedule (1 D step, the old-generator
 snapshot, 2 G steps with the regularizer), jitted and donated as in the loop,
@@ -20,9 +20,9 @@ from configs import gan as gan_config
 from vi_gen.methods.gan import GAN
 
 
-def time_iteration(preset: str, fast_conv: bool, repeats: int) -> float:
+def time_iteration(preset: str, lowering: str, repeats: int) -> float:
   config = gan_config.get_config(preset)
-  config.network.fast_conv = fast_conv
+  config.run.conv_lowering = lowering
   shape = (28, 28, 1) if preset == 'mnist' else (64, 64, 3)
   gan = GAN(config, shape)
   state = gan.init(jax.random.key(0))
@@ -48,12 +48,10 @@ def main() -> None:
   args = parser.parse_args()
   presets = ['mnist'] + ([] if args.skip_celeba else ['celeba'])
   print(f'{jax.devices()[0].platform}, batch 64, median of {args.repeats}')
-  print(
-    f'{"preset":8} {"flax layers (s)":>16} {"fast_conv (s)":>14} {"speed-up":>9}'
-  )
+  print(f'{"preset":8} {"native (s)":>16} {"phase (s)":>14} {"speed-up":>9}')
   for preset in presets:
-    slow = time_iteration(preset, False, args.repeats)
-    fast = time_iteration(preset, True, args.repeats)
+    slow = time_iteration(preset, 'native', args.repeats)
+    fast = time_iteration(preset, 'phase', args.repeats)
     print(f'{preset:8} {slow:16.3f} {fast:14.3f} {slow / fast:8.1f}x')
 
 

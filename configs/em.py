@@ -43,10 +43,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # One EM step per iteration, so steps are few and each one is worth
   # seeing; everything fits in small checkpoints.
-  config.num_steps = 100
-  config.log_every_steps = 1
-  config.sample_every_steps = 10
-  config.checkpoint_every_steps = 50
+  config.run.num_steps = 100
+  config.run.log_every_steps = 1
+  config.run.sample_every_steps = 10
+  config.run.checkpoint_every_steps = 50
 
   if preset == 'mnist':
     common.use_bundled_mnist(config)
@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_components = 0
     config.covariance_type = 'full'
     config.ridge = 1e-6  # The modes' variances are 4e-4 (ring8), 2.5e-3.
-    config.num_grid_samples = 2048
+    config.run.num_grid_samples = 2048
   elif preset == 'test':
     common.shrink_for_test(config)
     config.batch_size = 10_000  # All of it: exact EM.

@@ -50,7 +50,7 @@ run() {
 }
 
 train=("$PYTHON" -m vi_gen.main "--config=$CONFIG" "--workdir=$WORKDIR"
-  "--config.data.data_dir=$DATA_DIR")
+  "--config.run.data_dir=$DATA_DIR")
 
 case "${1:-}" in
   setup)

@@ -117,7 +117,7 @@ case "${1:-}" in
     # In the background, so that a dropped ssh session does not stop it.
     on_workers all "cd ~/vi_gen && nohup .venv/bin/python -m vi_gen.main\
  --distributed --config=$CONFIG --workdir=\$HOME/bucket/runs/$RUN\
- --config.data.data_dir=\$HOME/tensorflow_datasets$flags\
+ --config.run.data_dir=\$HOME/tensorflow_datasets$flags\
  > ~/vi_gen_$RUN.log 2>&1 < /dev/null &"
     ;;
   logs)

@@ -42,11 +42,11 @@ def tiny_celeba(tmp_path_factory) -> str:
   return data_dir
 
 
-def data_config(data_dir: str = '', **overrides):
-  config = gan_config.get_config('celeba').data
-  config.data_dir = data_dir
-  for name, value in overrides.items():
-    config[name] = value
+def celeba_config(data_dir: str = '', **data_overrides):
+  """The celeba preset reading TFDS from `data_dir`, with `data.*` changed."""
+  config = gan_config.get_config('celeba')
+  config.run.data_dir = data_dir
+  config.data.update(data_overrides)
   return config
 
 
@@ -77,7 +77,7 @@ def random_jpeg(seed: int = 0) -> bytes:
 )
 def test_preprocessing_is_a_centre_crop_resize_and_rescale(crop, top, left):
   jpeg = random_jpeg()
-  config = data_config(crop_size=crop)
+  config = celeba_config(crop_size=crop).data
   image = data.celeba_preprocess(config)(tf.constant(jpeg)).numpy()
   full = tf.io.decode_jpeg(jpeg, channels=3).numpy()
   window = full[top : top + crop, left : left + crop].astype(np.float32)
@@ -94,10 +94,12 @@ def test_bicubic_tf1_samples_the_reference_grid():
   window = full[45:173, 25:153]  # The centre 128 x 128 square.
   expected = window[::2, ::2] / 127.5 - 1.0
   reference = data.celeba_preprocess(
-    data_config(crop_size=128, resize='bicubic_tf1')
+    celeba_config(crop_size=128, resize='bicubic_tf1').data
   )(tf.constant(jpeg)).numpy()
   np.testing.assert_allclose(reference, expected, atol=1e-5)
-  tf2 = data.celeba_preprocess(data_config(crop_size=128))(tf.constant(jpeg))
+  tf2 = data.celeba_preprocess(celeba_config(crop_size=128).data)(
+    tf.constant(jpeg)
+  )
   assert np.abs(tf2.numpy() - expected).max() > 0.01
 
 
@@ -173,7 +175,7 @@ def test_preprocessing_resizes_a_full_decode_then_crop(crop):
   top, left = centre_window(crop)
   window = full[top : top + crop, left : left + crop].astype(np.float32)
   for resize in ('bicubic_tf1', 'area'):
-    config = data_config(crop_size=crop, resize=resize)
+    config = celeba_config(crop_size=crop, resize=resize).data
     image = data.celeba_preprocess(config)(tf.constant(jpeg)).numpy()
     expected = data._resize(window[None], 64, resize)[0].numpy()
     np.testing.assert_array_equal(image, expected / 127.5 - 1.0)
@@ -181,7 +183,7 @@ def test_preprocessing_resizes_a_full_decode_then_crop(crop):
 
 def test_unknown_resize_method_is_rejected(tiny_celeba):
   config = gan_config.get_config('celeba')
-  config.data.data_dir = tiny_celeba
+  config.run.data_dir = tiny_celeba
   config.data.resize = 'cubic'
   with pytest.raises(errors.ConfigError, match='bicubic_tf1'):
     data.create_dataset(config)
@@ -191,7 +193,7 @@ def test_missing_celeba_step_3_prepares_from_the_manual_files(tmp_path):
   """The printed command runs offline and reads the files of step 2 (here
   stand-ins, so TFDS stops at their checksums instead of downloading)."""
   config = gan_config.get_config('celeba')
-  config.data.data_dir = str(tmp_path)
+  config.run.data_dir = str(tmp_path)
   with pytest.raises(errors.DataError) as error:
     data.create_dataset(config)
   command = next(
@@ -212,7 +214,7 @@ def test_missing_celeba_step_3_prepares_from_the_manual_files(tmp_path):
 def test_simulated_hosts_get_disjoint_equal_shares(tiny_celeba, monkeypatch):
   """3 hosts, global batch 6: each host's epoch is 4 batches of 2, a
   permutation of its own 8 examples; the next epoch reorders the same 8."""
-  config = data_config(tiny_celeba)
+  config = celeba_config(tiny_celeba)
   monkeypatch.setattr(jax, 'process_count', lambda: 3)
   shares = []
   for host in range(3):
@@ -231,7 +233,7 @@ def test_simulated_hosts_get_disjoint_equal_shares(tiny_celeba, monkeypatch):
 
 def test_resume_neither_repeats_nor_skips(tiny_celeba):
   """Batch i is the same whether the stream starts at 0 or resumes at i."""
-  config = data_config(tiny_celeba)
+  config = celeba_config(tiny_celeba)
   stream = batches(config, 8, 0, 0, 8)  # 3 batches (24 examples) per epoch
   for start in (2, 4):
     resumed = batches(config, 8, 0, start, 8 - start)
@@ -248,7 +250,7 @@ def test_resume_neither_repeats_nor_skips(tiny_celeba):
 
 def test_split_smaller_than_a_batch_is_rejected_before_training(tiny_celeba):
   config = gan_config.get_config('celeba')
-  config.data.data_dir = tiny_celeba
+  config.run.data_dir = tiny_celeba
   config.batch_size = 32
   with pytest.raises(errors.ConfigError, match='larger than'):
     data.create_dataset(config)
@@ -258,14 +260,14 @@ def tiny_training_config(data_dir: str):
   """The celeba preset (64x64, the reference preprocessing) with tiny
   networks: 2 iterations, checkpoints and sample grids at step 2."""
   config = gan_config.get_config('celeba')
-  config.data.data_dir = data_dir
+  config.run.data_dir = data_dir
   config.batch_size = 8
-  config.num_steps = 2
+  config.run.num_steps = 2
   config.latent_dim = 8
-  config.log_every_steps = 1
-  config.checkpoint_every_steps = 2
-  config.sample_every_steps = 2
-  config.num_grid_samples = 4
+  config.run.log_every_steps = 1
+  config.run.checkpoint_every_steps = 2
+  config.run.sample_every_steps = 2
+  config.run.num_grid_samples = 4
   config.network.g_widths = (8, 8, 8, 8)
   config.network.d_widths = (8, 8, 8, 8)
   return config

@@ -12,7 +12,7 @@ from vi_gen import data, errors
 
 def test_bundled_mnist_is_the_10k_test_set_in_unit_range():
   config = gan_config.get_config('mnist')
-  images = data.load_mnist(config.data)
+  images = data.load_mnist(config)
   assert images.shape == (10_000, 28, 28, 1)
   assert images.dtype == np.float32
   assert images.min() == -1.0 and images.max() == 1.0
@@ -72,7 +72,7 @@ def test_ring8_is_on_a_circle_of_radius_2():
 
 def test_missing_celeba_fails_with_the_manual_steps(tmp_path):
   config = gan_config.get_config()
-  config.data.data_dir = str(tmp_path)
+  config.run.data_dir = str(tmp_path)
   with pytest.raises(errors.DataError) as error:
     data.create_dataset(config)
   message = str(error.value)
@@ -87,6 +87,6 @@ def test_missing_celeba_fails_with_the_manual_steps(tmp_path):
 def test_missing_tfds_mnist_points_at_the_bundled_copy(tmp_path):
   config = gan_config.get_config('mnist')
   config.data.source = 'tfds'
-  config.data.data_dir = str(tmp_path)
+  config.run.data_dir = str(tmp_path)
   with pytest.raises(errors.DataError, match='data.source=bundled'):
     data.create_dataset(config)

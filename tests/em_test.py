@@ -170,9 +170,9 @@ def test_resume_continues_the_curve(tmp_path):
   """4 steps straight == 2 steps, then the same run raised to 4 steps."""
   config = em_config.get_config('test')
   straight = train.train_and_evaluate(config, str(tmp_path / 'a'))
-  config.num_steps = 2
+  config.run.num_steps = 2
   train.train_and_evaluate(config, str(tmp_path / 'b'))
-  config.num_steps = 4
+  config.run.num_steps = 4
   resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
   curve = jax.device_get(resumed.extras['curve'])
   np.testing.assert_array_equal(curve['steps'][:5], [0, 1, 2, 3, -1])

@@ -29,7 +29,7 @@ MNIST = (28, 28, 1)
 def tiny_config(model, **overrides):
   """The `test` preset; `a__b=v` sets config.a.b."""
   config = MODELS[model][1].get_config('test')
-  config.num_grid_samples = 4
+  config.run.num_grid_samples = 4
   for name, value in overrides.items():
     *parents, leaf = name.split('__')
     node = config
@@ -336,11 +336,11 @@ def test_common_fields_match_the_gan_config():
   gan = gan_config.get_config('mnist')
   for model in MODELS:
     config = MODELS[model][1].get_config('mnist')
-    for name in ('num_steps', 'batch_size', 'latent_dim', 'ema_decay'):
+    for name in ('batch_size', 'latent_dim', 'ema_decay'):
       assert name in config, (model, name)
-    for block in ('data', 'optim'):
+    for block in ('run', 'data', 'optim'):
       assert set(config[block]) == set(gan[block]), (model, block)
-    for name in ('g_widths', 'kernel_size', 'batch_norm', 'fast_conv'):
+    for name in ('g_widths', 'kernel_size', 'batch_norm', 'hidden_bias'):
       assert name in config.network, (model, name)
 
 
@@ -349,7 +349,7 @@ def test_common_fields_match_the_gan_config():
 def test_test_preset_trains_end_to_end(model, tmp_path):
   config = MODELS[model][1].get_config('test')
   state = train.train_and_evaluate(config, str(tmp_path))
-  assert int(state.step) == config.num_steps
+  assert int(state.step) == config.run.num_steps
   assert os.listdir(tmp_path / 'checkpoints')
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
   for folder in ('samples', 'reconstructions', 'latents'):

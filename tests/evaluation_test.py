@@ -201,11 +201,11 @@ def test_celeba_reference_images_are_a_seeded_shuffle_of_the_split(tmp_path):
   """On a tiny prepared celeb_a whose image i is a flat grey 10 + 8 i."""
   grey = [np.full((218, 178, 3), 10 + 8 * i, np.uint8) for i in range(12)]
   testing.store_celeba(str(tmp_path), {'test': grey})
-  data_config = gan_config.get_config('celeba').data
-  data_config.data_dir = str(tmp_path)
+  config = gan_config.get_config('celeba')
+  config.run.data_dir = str(tmp_path)
 
   def ids(seed):
-    x, source = data.evaluation_examples(data_config, 5, 'test', seed)
+    x, source = data.evaluation_examples(config, 5, 'test', seed)
     assert x.shape == (5, 64, 64, 3)
     assert source.startswith('TFDS celeb_a test, 5 examples shuffled')
     grey = (x.mean(axis=(1, 2, 3)) + 1.0) * 127.5
@@ -324,7 +324,7 @@ def scalar_tags(workdir) -> set[str]:
 
 def test_eval_every_steps_writes_json_and_tensorboard_while_training(tmp_path):
   config = gan_config.get_config('test')
-  config.eval_every_steps = 2
+  config.run.eval_every_steps = 2
   config.eval = small_eval(num_reference=200)
   train.train_and_evaluate(config, str(tmp_path))
   for step in (2, 4):
@@ -335,7 +335,7 @@ def test_eval_every_steps_writes_json_and_tensorboard_while_training(tmp_path):
     assert all(math.isfinite(v) for v in results['metrics'].values())
   assert {'eval/mnist_fid', 'eval/mnist_kid'} <= scalar_tags(tmp_path)
   # Evaluation fields may change on resume: they never change the state.
-  config.num_steps = 6
+  config.run.num_steps = 6
   config.eval = small_eval(num_reference=300, seed=1)
   train.train_and_evaluate(config, str(tmp_path))
   assert (tmp_path / 'eval_6.json').is_file()
@@ -369,7 +369,7 @@ def test_cli_eval_mode_prints_and_writes_the_2d_metrics(tmp_path):
     '--config=configs/gan.py:toy',
     '--config.data.name=grid25',
     f'--workdir={tmp_path}',
-    '--config.num_steps=20',
+    '--config.run.num_steps=20',
     '--config.eval.num_mode_samples=500',
   ]
   result = run_main(*flags)

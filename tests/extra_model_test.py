@@ -69,7 +69,7 @@ def test_trains_and_evaluates_through_the_command_line(tmp_path):
   ]
   env = {**os.environ, 'PYTHONPATH': REPO, 'JAX_PLATFORMS': 'cpu'}
   train = subprocess.run(
-    [*common, '--config.eval_every_steps=4'],
+    [*common, '--config.run.eval_every_steps=4'],
     cwd=REPO,
     env=env,
     capture_output=True,

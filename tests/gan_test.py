@@ -12,7 +12,7 @@ from vi_gen.methods.gan import GAN
 
 def tiny_config(**overrides):
   config = gan_config.get_config('test')
-  config.num_grid_samples = 4
+  config.run.num_grid_samples = 4
   for name, value in overrides.items():
     config[name] = value
   return config

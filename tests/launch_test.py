@@ -148,9 +148,9 @@ def test_script_parses_and_says_what_it_needs_and_costs(script):
 def test_gpu_script_trains_on_all_local_gpus_or_under_slurm():
   env = {'WORKDIR': 'runs/x', 'DATA_DIR': '/data/tfds'}
   train = ['.venv/bin/python', '-m', 'vi_gen.main', '--config=configs/gan.py']
-  train += ['--workdir=runs/x', '--config.data.data_dir=/data/tfds']
-  assert dry_run('gpu.sh', 'train', '--config.num_steps=5', **env) == [
-    [*train, '--config.num_steps=5']
+  train += ['--workdir=runs/x', '--config.run.data_dir=/data/tfds']
+  assert dry_run('gpu.sh', 'train', '--config.run.num_steps=5', **env) == [
+    [*train, '--config.run.num_steps=5']
   ]
   (slurm,) = dry_run('gpu.sh', 'slurm', '2', '--config.batch_size=128', **env)
   assert slurm[:4] == [
@@ -178,7 +178,7 @@ def test_tpu_script_runs_the_cli_on_every_worker_with_the_switch():
   archive, copy, setup = dry_run('tpu_vm.sh', 'setup', **env)
   assert archive[:2] == ['git', 'archive'] and '--worker=all' in copy
   assert setup[-2:-1] == ['--worker=all'] and 'uv pip install' in setup[-1]
-  (train,) = dry_run('tpu_vm.sh', 'train', '--config.num_steps=5', **env)
+  (train,) = dry_run('tpu_vm.sh', 'train', '--config.run.num_steps=5', **env)
   assert train[:6] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'vi-gen']
   assert train[6:8] == where and train[8] == '--worker=all'
   remote = shlex.split(train[9].removeprefix('--command='))
@@ -190,9 +190,9 @@ def test_tpu_script_runs_the_cli_on_every_worker_with_the_switch():
     '--distributed',
     '--config=configs/gan.py',
     '--workdir=$HOME/bucket/runs/gan_celeba',
-    '--config.data.data_dir=$HOME/tensorflow_datasets',
+    '--config.run.data_dir=$HOME/tensorflow_datasets',
   ]
-  assert remote[main + 5] == '--config.num_steps=5'
+  assert remote[main + 5] == '--config.run.num_steps=5'
   fetch = dry_run('tpu_vm.sh', 'fetch', **env)[-1]
   assert fetch == [
     'gcloud',

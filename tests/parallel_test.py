@@ -45,7 +45,7 @@ RTOL, ATOL, OPT_ATOL = 1e-5, 1e-6, 1e-5
 def parity_config(model: str):
   """The `test` preset (bundled MNIST, tiny networks), 3 iterations."""
   config = MODELS[model].get_config('test')
-  config.num_steps = 3
+  config.run.num_steps = 3
   return config
 
 

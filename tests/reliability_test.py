@@ -50,11 +50,11 @@ def run_control(checkpoint_every: int = 1, log_every: int = 4) -> dict:
   iteration puts a kill inside an iteration, an async save or Orbax's
   garbage collection, wherever the run happens to be."""
   return {
-    'num_steps': 16,
-    'checkpoint_every_steps': checkpoint_every,
-    'log_every_steps': log_every,
-    'sample_every_steps': 100,
-    'keep_checkpoints': 3,
+    'run.num_steps': 16,
+    'run.checkpoint_every_steps': checkpoint_every,
+    'run.log_every_steps': log_every,
+    'run.sample_every_steps': 100,
+    'run.keep_checkpoints': 3,
   }
 
 
@@ -275,7 +275,11 @@ def run_determinism(lab: Lab) -> tuple[Result, Result]:
 def run_divergence(lab: Lab) -> Result:
   """NaN batch at iteration 7; checked every 2, saved every 4 iterations."""
   args = CHAINS['gan_phase'].args(
-    checkpoint_every_steps=4, log_every_steps=2, **{'debug.nan_at_step': 7}
+    **{
+      'run.checkpoint_every_steps': 4,
+      'run.log_every_steps': 2,
+      'debug.nan_at_step': 7,
+    }
   )
   return lab.run(args, lab.root / 'divergence')
 
@@ -548,13 +552,13 @@ def _test(model: str):
 BAD_VALUES = [
   ('gan', 'seed', -1, r'seed must be an integer in \[0, 2\*\*63\)'),
   ('gan', 'seed', None, 'seed must be set'),
-  ('gan', 'num_steps', True, r'num_steps must be >= 1 \(an integer\)'),
+  ('gan', 'run.num_steps', True, r'num_steps must be >= 1 \(an integer\)'),
   ('gan', 'batch_size', 0, 'batch_size must be >= 1'),
   ('gan', 'batch_size', 10_004, 'larger than the dataset'),
-  ('gan', 'checkpoint_every_steps', 0, 'checkpoint_every_steps must be'),
-  ('gan', 'sample_every_steps', -5, 'sample_every_steps must be'),
-  ('gan', 'keep_checkpoints', 0, 'keep_checkpoints must be >= 1'),
-  ('gan', 'num_grid_samples', 0, 'num_grid_samples must be >= 1'),
+  ('gan', 'run.checkpoint_every_steps', 0, 'checkpoint_every_steps must be'),
+  ('gan', 'run.sample_every_steps', -5, 'sample_every_steps must be'),
+  ('gan', 'run.keep_checkpoints', 0, 'keep_checkpoints must be >= 1'),
+  ('gan', 'run.num_grid_samples', 0, 'num_grid_samples must be >= 1'),
   ('gan', 'optim.lr', math.nan, 'optim.lr must be finite'),
   ('gan', 'optim.lr', math.inf, 'optim.lr must be finite'),
   ('gan', 'optim.b2', -0.1, r'optim.b2 must be in \[0, 1\)'),
@@ -565,7 +569,7 @@ BAD_VALUES = [
   ('gan', 'data.split', '', 'data.split must name a TFDS split'),
   ('gan', 'data.crop_size', 0, r'data.crop_size must be in \(0, 178\]'),
   ('gan', 'data.name', 'ring8', 'Only mnist is bundled'),
-  ('gan', 'data.data_dir', None, 'data.data_dir must be set'),
+  ('gan', 'run.data_dir', None, 'run.data_dir must be set'),
   ('gan', 'ema_decay', math.nan, 'ema_decay must be finite'),
   ('gan', 'debug.nan_at_step', -1, 'debug.nan_at_step must be'),
   ('gan', 'model', 'vae', "model 'vae' needs"),
@@ -592,7 +596,8 @@ BAD_VALUES = [
   ('em', 'covariance_type', 'tied', 'covariance_type'),
   ('em', 'num_components', -1, 'num_components must be >= 1'),
   ('em', 'ridge', -1.0, 'ridge must be >= 0'),
-  ('gan', 'eval_every_steps', -1, 'eval_every_steps must be an integer >= 0'),
+  ('gan', 'run.eval_every_steps', -1, 'run.eval_every_steps must be an int'),
+  ('gan', 'run.conv_lowering', 'cudnn', 'run.conv_lowering must be one of'),
   ('gan', 'eval.num_samples', 0, 'eval.num_samples must be >= 1'),
   ('gan', 'eval.iwae_samples', True, 'eval.iwae_samples must be >= 1'),
   ('gan', 'eval.mmd_bandwidth', -1.0, 'eval.mmd_bandwidth must be >= 0'),

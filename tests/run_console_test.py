@@ -76,7 +76,7 @@ def test_a_lock_of_another_host_is_refused(tmp_path):
 
 def test_iwae_samples_that_the_chunks_do_not_divide_are_refused_up_front():
   config = vae_config.get_config('test')
-  config.eval_every_steps = 2
+  config.run.eval_every_steps = 2
   config.eval.iwae_samples = 12  # The test preset's chunk is 8.
   with pytest.raises(errors.ConfigError, match='multiple of eval.iwae_chunk'):
     validation.check_config(config)

@@ -103,7 +103,7 @@ def test_arms_are_crossed_with_the_axes_they_do_not_fix(tmp_path):
     config=os.path.join(ROOT, CONFIG),
     name='arms',
     root=str(tmp_path),
-    fixed={'num_steps': '2'},
+    fixed={'run.num_steps': '2'},
     axes={'seed': ['0', '1']},
     arms=[
       {'reg_weight': 0},
@@ -130,7 +130,7 @@ def test_arms_are_crossed_with_the_axes_they_do_not_fix(tmp_path):
   assert command[1:3] == ['-m', 'vi_gen.main']
   assert f'--workdir={tmp_path}/arms/{runs[3].name}' in command
   for flag in (
-    '--config.num_steps=2',
+    '--config.run.num_steps=2',
     '--config.seed=1',
     '--config.reg_weight=5',
     '--config.old_generator=lagged',
@@ -163,7 +163,7 @@ def test_last_error_line(tmp_path):
 
 def test_commands_for_other_machines(capsys, tmp_path):
   base = [f'--config={CONFIG}', f'--root={tmp_path}', '--name=s']
-  base += ['--axis', 'seed=0,1,2', '--set', 'num_steps=8']
+  base += ['--axis', 'seed=0,1,2', '--set', 'run.num_steps=8']
   code, out, _ = in_process(capsys, *base, '--print_commands')
   assert code == 0
   lines = [line for line in out.splitlines() if not line.startswith('#')]
@@ -245,7 +245,7 @@ def _mtimes(directory: str) -> dict[str, float]:
 def test_sweep_runs_resumes_and_records_failures(tmp_path):
   args = [f'--config={CONFIG}', f'--root={tmp_path}', '--name=s']
   args += ['--axis', 'seed=0,1', '--axis', 'reg_weight=0,5']
-  args += ['--set', 'eval_every_steps=2']
+  args += ['--set', 'run.eval_every_steps=2']
   directory = str(tmp_path / 's')
   cells = {
     'reg_weight=0': ['reg_weight=0,seed=0', 'reg_weight=0,seed=1'],

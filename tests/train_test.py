@@ -14,10 +14,11 @@ from vi_gen import checkpoint, errors, experiment, inference, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_config(**overrides):
+def make_config(num_steps: int = 4, **overrides):
+  """The GAN's test preset, `num_steps` long, with top-level `overrides`."""
   config = gan_config.get_config('test')
-  for name, value in overrides.items():
-    config[name] = value
+  config.run.num_steps = num_steps
+  config.update(overrides)
   return config
 
 
@@ -156,9 +157,9 @@ def test_incompatible_shapes_are_refused_untouched(tmp_path):
 @pytest.mark.parametrize(
   'name,value,message',
   [
-    ('num_steps', 0, 'num_steps must be >= 1'),
+    ('run.num_steps', 0, 'run.num_steps must be >= 1'),
     ('batch_size', 6, 'not divisible by the 4 devices'),
-    ('log_every_steps', -1, 'log_every_steps must be >= 1'),
+    ('run.log_every_steps', -1, 'run.log_every_steps must be >= 1'),
     ('ema_decay', 1.0, 'ema_decay must be in'),
     ('model', 'nope', "Unknown model 'nope'"),
     ('g_steps', 0, 'g_steps must be >= 1'),
@@ -169,7 +170,7 @@ def test_invalid_values_fail_before_anything_is_written(
   tmp_path, name, value, message
 ):
   config = make_config()
-  config[name] = value
+  config.update_from_flattened_dict({name: value})
   with pytest.raises(errors.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
@@ -226,7 +227,7 @@ def test_cli_errors_name_the_problem(tmp_path):
     (['--config=configs/gan.py:test', '--config.batch_size=abc'], 'batch_size'),
     (['--config=configs/gan.py:test', '--config.g_steps=0'], 'g_steps must be'),
     (
-      ['--config=configs/gan.py', f'--config.data.data_dir={tmp_path}'],
+      ['--config=configs/gan.py', f'--config.run.data_dir={tmp_path}'],
       'celeb_a',
     ),
   ]

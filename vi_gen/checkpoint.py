@@ -25,27 +25,11 @@ from jax.experimental import multihost_utils
 from vi_gen import errors
 from vi_gen.state import TrainState
 
-# Fields that may change between a run and its resumption: they control how
-# long the run is and what it logs, not what it computes.
-RUN_CONTROL_FIELDS = frozenset(
-  {
-    'num_steps',
-    'log_every_steps',
-    'checkpoint_every_steps',
-    'sample_every_steps',
-    'keep_checkpoints',
-    'num_grid_samples',
-    'preset',
-    'data.data_dir',
-    'data.try_gcs',
-    'network.fast_conv',
-    # A testing aid that never reaches a checkpoint (the divergence guard
-    # stops the run first): a rerun without it resumes the last good one.
-    'debug.nan_at_step',
-    # Evaluation reads the state; it never changes it.
-    'eval_every_steps',
-  }
-)
+# Config sections that may change between a run and its resumption: they
+# control how long the run is, what it logs, where the data lives and how
+# layers are lowered (`run`), what is measured (`eval`) and testing aids
+# (`debug`), never what the run computes.
+RUN_CONTROL_SECTIONS = ('run', 'eval', 'debug')
 # Where unreadable checkpoints are moved (<workdir>/<this>/<step>).
 UNREADABLE_DIR = 'checkpoints_unreadable'
 # Orbax writes this last into every step directory it commits, on every
@@ -113,8 +97,9 @@ def config_differences(
 
 
 def is_run_control(field: str) -> bool:
-  """Whether a dotted config field may change on resume (eval.* may)."""
-  return field in RUN_CONTROL_FIELDS or field.startswith('eval.')
+  """Whether a dotted config field may change on resume: those under
+  RUN_CONTROL_SECTIONS may."""
+  return field.split('.', 1)[0] in RUN_CONTROL_SECTIONS
 
 
 def _named_leaves(tree) -> list[tuple[str, object]]:
@@ -242,7 +227,7 @@ def restore_latest(
   """
   if not os.path.isdir(checkpoint_dir(workdir)):
     return None
-  manager = create_manager(workdir, config.keep_checkpoints, create=False)
+  manager = create_manager(workdir, config.run.keep_checkpoints, create=False)
   unreadable = []
   for step in sorted(manager.all_steps(), reverse=True):
     where = os.path.join(checkpoint_dir(workdir), str(step))

@@ -149,18 +149,17 @@ def mixture_batches(
     index += 1
 
 
-def _tfds_builder(name: str, data_config):
+def _tfds_builder(name: str, config):
+  """TFDS's builder of `name` where `config.run` says the data lives."""
   import tensorflow_datasets as tfds
 
   return tfds.builder(
-    name,
-    data_dir=data_config.data_dir or None,
-    try_gcs=data_config.try_gcs,
+    name, data_dir=config.run.data_dir or None, try_gcs=config.run.try_gcs
   )
 
 
-def _celeba_missing_message(data_config) -> str:
-  data_dir = data_config.data_dir or '~/tensorflow_datasets'
+def _celeba_missing_message(config) -> str:
+  data_dir = config.run.data_dir or '~/tensorflow_datasets'
   files = '\n'.join(f'      {name}' for name in CELEBA_FILES)
   prepare = (
     'import tensorflow_datasets as tfds;'
@@ -180,33 +179,41 @@ def _celeba_missing_message(data_config) -> str:
     f'      python -c "{prepare}"\n'
     f'     (`tfds build celeb_a --data_dir={data_dir}` does the same but'
     ' needs apache-beam installed.)\n'
-    '  4. Run again with --config.data.data_dir pointing at that folder.\n'
+    '  4. Run again with --config.run.data_dir pointing at that folder.\n'
     'To train without CelebA, use the bundled MNIST:'
     ' --config=configs/gan.py:mnist'
   )
 
 
-def load_mnist(data_config) -> np.ndarray:
+def bundled_mnist() -> np.ndarray:
+  """The 10k MNIST test images shipped in the package (offline), as float32
+  [10000, 28, 28, 1] in [-1, 1]."""
+  images = read_idx_images(BUNDLED_MNIST_DIR / 't10k-images-idx3-ubyte.gz')
+  return to_unit_range(images)[..., None]
+
+
+def load_mnist(config) -> np.ndarray:
   """MNIST as float32 [N, 28, 28, 1] in [-1, 1].
 
-  `source='bundled'` reads the 10k test images shipped in the package (works
-  offline); `source='tfds'` reads TFDS mnist (`data.split`), which must be
-  prepared.
+  `data.source='bundled'`: `bundled_mnist()`; `'tfds'`: TFDS mnist
+  (`data.split`, from `run.data_dir`), which must be prepared.
+
+  Raises:
+    errors.DataError: TFDS mnist is not prepared.
   """
-  if data_config.source == 'bundled':
-    images = read_idx_images(BUNDLED_MNIST_DIR / 't10k-images-idx3-ubyte.gz')
-    return to_unit_range(images)[..., None]
+  if config.data.source == 'bundled':
+    return bundled_mnist()
   import tensorflow_datasets as tfds
 
-  builder = _tfds_builder('mnist', data_config)
+  builder = _tfds_builder('mnist', config)
   if not builder.is_prepared():
     raise errors.DataError(
       'TFDS mnist is not prepared in'
-      f' {data_config.data_dir or "~/tensorflow_datasets"}. Prepare it'
+      f' {config.run.data_dir or "~/tensorflow_datasets"}. Prepare it'
       ' with `tfds build mnist` (needs network), or use the bundled copy'
       ' with --config.data.source=bundled.'
     )
-  ds = builder.as_dataset(split=data_config.split, batch_size=-1)
+  ds = builder.as_dataset(split=config.data.split, batch_size=-1)
   return to_unit_range(tfds.as_numpy(ds)['image'])
 
 
@@ -283,7 +290,7 @@ def celeba_preprocess(data_config) -> Callable:
   return preprocess
 
 
-def _celeba_share(data_config):
+def _celeba_share(config):
   """This host's share of the split: (builder, split, number of examples).
 
   `tfds.split_for_jax_process` with `drop_remainder`: disjoint shares of
@@ -292,24 +299,24 @@ def _celeba_share(data_config):
   """
   import tensorflow_datasets as tfds
 
-  builder = _tfds_builder('celeb_a', data_config)
-  split = tfds.split_for_jax_process(data_config.split, drop_remainder=True)
+  builder = _tfds_builder('celeb_a', config)
+  split = tfds.split_for_jax_process(config.data.split, drop_remainder=True)
   return builder, split, builder.info.splits[split].num_examples
 
 
-def celeba_batches_per_epoch(data_config, batch_size: int) -> int:
+def celeba_batches_per_epoch(config, batch_size: int) -> int:
   """Whole host batches in this host's share; raises ConfigError if none."""
-  _, _, num_examples = _celeba_share(data_config)
+  _, _, num_examples = _celeba_share(config)
   host_batch = batch_size // jax.process_count()
   if num_examples < host_batch:
     raise errors.ConfigError(
       f"The per-host batch ({host_batch}) is larger than this host's share"
-      f' of {data_config.split!r} ({num_examples} examples).'
+      f' of {config.data.split!r} ({num_examples} examples).'
     )
   return num_examples // host_batch
 
 
-def celeba_records(data_config):
+def celeba_records(config):
   """This host's share as a tf.data.Dataset of undecoded JPEG bytes.
 
   Only the image is parsed; shuffling and skipping these records is cheap,
@@ -317,7 +324,7 @@ def celeba_records(data_config):
   """
   import tensorflow_datasets as tfds
 
-  builder, split, _ = _celeba_share(data_config)
+  builder, split, _ = _celeba_share(config)
   records = builder.as_dataset(
     split=split,
     shuffle_files=False,
@@ -329,7 +336,7 @@ def celeba_records(data_config):
 
 
 def celeba_batches(
-  data_config, batch_size: int, seed: int, start: int
+  config, batch_size: int, seed: int, start: int
 ) -> Iterator[np.ndarray]:
   """TFDS celeb_a, shuffled per epoch, batched per host, from batch `start`.
 
@@ -342,9 +349,10 @@ def celeba_batches(
   """
   import tensorflow as tf
 
-  per_epoch = celeba_batches_per_epoch(data_config, batch_size)
+  data_config = config.data
+  per_epoch = celeba_batches_per_epoch(config, batch_size)
   host_batch = batch_size // jax.process_count()
-  records = celeba_records(data_config)
+  records = celeba_records(config)
   first_epoch, offset = divmod(start, per_epoch)
 
   def epoch(index):
@@ -383,7 +391,7 @@ def create_dataset(config) -> Dataset:
   data_config = config.data
   name, batch_size, seed = data_config.name, config.batch_size, config.seed
   if name == 'mnist':
-    images = load_mnist(data_config)
+    images = load_mnist(config)
     return Dataset(
       functools.partial(in_memory_batches, images, batch_size, seed),
     )
@@ -397,11 +405,11 @@ def create_dataset(config) -> Dataset:
         f'Unknown data.resize {data_config.resize!r}; known:'
         f' {", ".join(RESIZE_METHODS)}.'
       )
-    if not _tfds_builder('celeb_a', data_config).is_prepared():
-      raise errors.DataError(_celeba_missing_message(data_config))
-    celeba_batches_per_epoch(data_config, batch_size)
+    if not _tfds_builder('celeb_a', config).is_prepared():
+      raise errors.DataError(_celeba_missing_message(config))
+    celeba_batches_per_epoch(config, batch_size)
     return Dataset(
-      functools.partial(celeba_batches, data_config, batch_size, seed),
+      functools.partial(celeba_batches, config, batch_size, seed),
     )
   raise errors.ConfigError(
     f'Unknown data.name {name!r}; known: {", ".join(NAMES)}.'
@@ -409,7 +417,7 @@ def create_dataset(config) -> Dataset:
 
 
 def evaluation_examples(
-  data_config, num: int, split: str, seed: int
+  config, num: int, split: str, seed: int
 ) -> tuple[np.ndarray, str]:
   """Up to `num` real examples in the training range, and a description.
 
@@ -417,14 +425,15 @@ def evaluation_examples(
   set exists offline). TFDS: `split`. 2-D mixtures: fresh draws from a
   stream the training batches never use.
   """
+  data_config = config.data
   if data_config.name in MIXTURES:
     centers, std = mixture_centers(data_config.name)
     rng = np.random.default_rng([seed, 2**32 - 1])  # Training: [seed, i].
     modes = rng.integers(len(centers), size=num)
     x = centers[modes] + std * rng.normal(size=(num, 2))
     return x.astype(np.float32), f'{data_config.name}: {num} fresh draws'
-  heldout = data_config.copy_and_resolve_references()
-  heldout.split = split
+  heldout = config.copy_and_resolve_references()
+  heldout.data.split = split
   if data_config.name == 'mnist':
     x = load_mnist(heldout)
     subset = f'all {len(x)}'
@@ -440,7 +449,7 @@ def evaluation_examples(
   # near each other): shuffle before taking `num`.
   records = celeba_records(heldout)
   records = records.shuffle(data_config.shuffle_buffer, seed=seed).take(num)
-  images = records.map(celeba_preprocess(heldout)).batch(100)
+  images = records.map(celeba_preprocess(data_config)).batch(100)
   x = np.concatenate(list(images.as_numpy_iterator()))
   return x, (
     f'TFDS celeb_a {split}, {len(x)} examples shuffled with seed {seed}'

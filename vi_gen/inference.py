@@ -47,7 +47,8 @@ def sample(
   """`num_samples` samples from the latest checkpoint in `workdir`.
 
   Returns float32 [num_samples, *example_shape] in the data's range; the EMA
-  generator when the run kept one. The same seed gives the same samples.
+  generator when the run kept one. The same seed gives the same samples;
+  `eval.batch_size` latents per network call.
   """
   if num_samples < 1:
     raise errors.ConfigError(f'num_samples must be >= 1, got {num_samples}.')
@@ -61,7 +62,7 @@ def sample(
     state,
     jax.random.key(seed),
     num_samples,
-    config.batch_size,
+    config.eval.batch_size,
   )
 
 
@@ -87,11 +88,12 @@ def encode(
     )
   state = experiment.restore(workdir, 'sample')
   x, _ = data.evaluation_examples(
-    config.data, num_examples, config.eval.split, config.eval.seed
+    config, num_examples, config.eval.split, config.eval.seed
   )
   reconstruct = jax.jit(method.reconstruct)
+  chunk = config.eval.batch_size
   codes = [
-    np.asarray(reconstruct(state, x[i : i + config.batch_size])[0], np.float32)
-    for i in range(0, len(x), config.batch_size)
+    np.asarray(reconstruct(state, x[i : i + chunk])[0], np.float32)
+    for i in range(0, len(x), chunk)
   ]
   return np.concatenate(codes)

@@ -1,8 +1,8 @@
 r"""Sweeps: many training runs of one config, and one table of their results.
 
   python -m vi_gen.sweep --config=configs/gan.py:toy --name=ring \
-      --axis seed=0,1,2 --axis reg_weight=0,5 --set num_steps=10000 \
-      --set eval_every_steps=1000 [--parallel 2]
+      --axis seed=0,1,2 --axis reg_weight=0,5 --set run.num_steps=10000 \
+      --set run.eval_every_steps=1000 [--parallel 2]
   python -m vi_gen.sweep --sweep=study.py        # axes, arms, sets in a file
   python -m vi_gen.sweep ... --print_commands    # for Slurm / TPU VMs
   python -m vi_gen.sweep ... --collect_only      # only rewrite the table
@@ -299,8 +299,8 @@ def expand(sweep: Sweep) -> list[Run]:
           overrides=typed,
           workdir=workdir,
           command=train_command(sweep, {**fixed, **typed}, workdir, config),
-          num_steps=int(config.num_steps),
-          eval_every_steps=int(config.get('eval_every_steps', 0) or 0),
+          num_steps=int(config.run.num_steps),
+          eval_every_steps=int(config.run.eval_every_steps),
         )
       )
   return runs

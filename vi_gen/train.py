@@ -32,7 +32,7 @@ from vi_gen.state import TrainState
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str
 ) -> TrainState:
-  """Trains `config.model` until `config.num_steps`, resuming from `workdir`.
+  """Trains `config.model` until `config.run.num_steps`, resuming from `workdir`.
 
   Writes to `workdir`: checkpoints/ (Orbax), TensorBoard events,
   <picture>/step_<N>.png for each of the method's pictures (for the GAN,
@@ -88,11 +88,13 @@ def _train(
   if step == 0:
     flat = checkpoint.flatten(checkpoint.config_meta(config)['config'])
     writer.write_hparams({k: str(v) for k, v in flat.items()})
-  manager = checkpoint.create_manager(workdir, config.keep_checkpoints, True)
+  manager = checkpoint.create_manager(
+    workdir, config.run.keep_checkpoints, True
+  )
   progress = periodic_actions.ReportProgress(
-    num_train_steps=config.num_steps,
+    num_train_steps=config.run.num_steps,
     writer=writer,
-    every_steps=config.log_every_steps,
+    every_steps=config.run.log_every_steps,
     every_secs=None,
   )
 
@@ -105,13 +107,13 @@ def _train(
     out_shardings=(experiment.replicated, experiment.replicated),
   )
   evaluator = None
-  if config.eval_every_steps:
+  if config.run.eval_every_steps:
     evaluator = eval_run.Evaluator(config, workdir, method)
 
   pending, first_pending, summary = [], step + 1, {}
   try:
     with metric_writers.ensure_flushes(writer):
-      while step < config.num_steps:
+      while step < config.run.num_steps:
         if stop.requested(step, manager):
           if step not in (saved_step, 0):
             guards.check_finite(pending, first_pending, step, state, saved_step)
@@ -133,10 +135,10 @@ def _train(
         pending.append(metrics)
         progress(step)
 
-        last = step == config.num_steps
-        log = step % config.log_every_steps == 0 or last
-        save = step % config.checkpoint_every_steps == 0 or last
-        draw = step % config.sample_every_steps == 0 or last
+        last = step == config.run.num_steps
+        log = step % config.run.log_every_steps == 0 or last
+        save = step % config.run.checkpoint_every_steps == 0 or last
+        draw = step % config.run.sample_every_steps == 0 or last
         if log or save or draw:
           # Checked before anything reads the state, so no checkpoint or
           # picture holds NaNs.
@@ -158,7 +160,7 @@ def _train(
           with progress.timed('checkpoint'):
             checkpoint.save(manager, state, config)
           saved_step = step
-        if evaluator and (step % config.eval_every_steps == 0 or last):
+        if evaluator and (step % config.run.eval_every_steps == 0 or last):
           # After the save: a failing metric loses no training.
           with progress.timed('eval'):
             eval_run.report(evaluator(state, step), workdir, writer)
@@ -178,7 +180,7 @@ def _log_end(
   summary: dict[str, float],
 ) -> None:
   """One block that says how the run ended and where everything went."""
-  done = step >= config.num_steps
+  done = step >= config.run.num_steps
   status = 'complete' if done else 'stopped early'
   shown = {k: v for k, v in summary.items() if not k.endswith('param_norm')}
   pictures = sorted(
@@ -193,7 +195,7 @@ def _log_end(
     '  evaluations: %s\n  TensorBoard: tensorboard --logdir %s',
     status,
     step,
-    config.num_steps,
+    config.run.num_steps,
     saved_step,
     seconds,
     (' Last metrics: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
@@ -203,7 +205,7 @@ def _log_end(
     checkpoint.checkpoint_dir(workdir),
     ', '.join(f'{d}/step_*.png' for d in pictures) or 'none',
     'eval_<step>.json'
-    if config.eval_every_steps
+    if config.run.eval_every_steps
     else 'off (eval_every_steps=0)',
     os.path.abspath(workdir),
   )

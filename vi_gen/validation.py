@@ -11,18 +11,18 @@ import os
 
 import ml_collections
 
-from vi_gen import checkpoint, data, errors, methods
+from vi_gen import checkpoint, data, errors, methods, networks
 from vi_gen.evaluation import run as eval_run
 
 # Fields that count or size something, so must be integers >= 1.
 POSITIVE_INTS = (
-  'num_steps',
+  'run.num_steps',
   'batch_size',
-  'log_every_steps',
-  'checkpoint_every_steps',
-  'sample_every_steps',
-  'keep_checkpoints',
-  'num_grid_samples',
+  'run.log_every_steps',
+  'run.checkpoint_every_steps',
+  'run.sample_every_steps',
+  'run.keep_checkpoints',
+  'run.num_grid_samples',
   'data.image_size',
   'data.shuffle_buffer',
   'eval.batch_size',
@@ -161,9 +161,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     f' {config.debug.nan_at_step!r}.',
   )
   errors.require(
-    _is_int(config.eval_every_steps) and config.eval_every_steps >= 0,
-    'eval_every_steps must be an integer >= 0 (0 = off), got'
-    f' {config.eval_every_steps!r}.',
+    _is_int(config.run.eval_every_steps) and config.run.eval_every_steps >= 0,
+    'run.eval_every_steps must be an integer >= 0 (0 = off), got'
+    f' {config.run.eval_every_steps!r}.',
+  )
+  errors.require(
+    config.run.get('conv_lowering', 'auto') in networks.LOWERINGS,
+    f'run.conv_lowering must be one of {", ".join(networks.LOWERINGS)},'
+    f' got {config.run.get("conv_lowering")!r}.',
   )
   errors.require(
     config.eval.mmd_bandwidth >= 0,

@@ -39,6 +39,6 @@ def get_sweep() -> dict:
     'name': 'study_2d',
     'config': 'configs/gan.py:toy',
     'root': 'runs/sweeps',
-    'set': {'num_steps': 10_000, 'eval_every_steps': 1000},
+    'set': {'run.num_steps': 10_000, 'run.eval_every_steps': 1000},
     'arms': arms,
   }

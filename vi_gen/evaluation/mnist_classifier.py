@@ -35,7 +35,6 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import traverse_util
@@ -62,7 +61,7 @@ class MNISTClassifier(nn.Module):
 
 def bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
   """The bundled 10k MNIST: images [N, 28, 28, 1] in [-1, 1], labels [N]."""
-  images = data.load_mnist(ml_collections.ConfigDict({'source': 'bundled'}))
+  images = data.bundled_mnist()
   labels = data.read_idx_labels(
     data.BUNDLED_MNIST_DIR / 't10k-labels-idx1-ubyte.gz'
   )

@@ -264,7 +264,7 @@ class Evaluator:
   def real(self) -> tuple[np.ndarray, str]:
     """(`num_reference` real examples, what they are)."""
     return data.evaluation_examples(
-      self.config.data, self.eval.num_reference, self.eval.split, self.eval.seed
+      self.config, self.eval.num_reference, self.eval.split, self.eval.seed
     )
 
   def heldout(self) -> tuple[np.ndarray, str]:

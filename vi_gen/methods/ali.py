@@ -86,7 +86,9 @@ class ALI(base.EncoderDecoder):
     return {
       **self.autoencoder_networks(),
       'discriminator': (
-        networks.build_joint_discriminator(cfg.network, self.example_shape),
+        networks.build_joint_discriminator(
+          cfg.network, self.example_shape, self.lowering
+        ),
         (x, z),
       ),
     }

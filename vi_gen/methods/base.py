@@ -117,6 +117,10 @@ class LatentModel(abc.ABC):
     self.check_config(config)
     self.config = config
     self.example_shape = tuple(example_shape)
+    # How stride-2 convolutions are lowered (same function either way).
+    self.lowering = networks.resolve_lowering(
+      config.run.conv_lowering, self.example_shape
+    )
     self.networks = self.build_networks()
     self.txs = {name: adam(config.optim) for name in self.trained()}
 
@@ -257,7 +261,7 @@ class LatentModel(abc.ABC):
     self, state: TrainState, key: jax.Array, reference: np.ndarray
   ) -> np.ndarray:
     """G(z) for fixed z: an image grid, or 2-D points over the data."""
-    z = self.latents(key, self.config.num_grid_samples)
+    z = self.latents(key, self.config.run.num_grid_samples)
     samples = np.asarray(jax.device_get(self._jitted_generate(state, z)))
     return images.picture(samples, reference)
 
@@ -278,12 +282,18 @@ class EncoderDecoder(LatentModel):
     return {
       'encoder': (
         networks.build_encoder(
-          cfg.network, self.example_shape, cfg.latent_dim, gaussian
+          cfg.network,
+          self.example_shape,
+          cfg.latent_dim,
+          gaussian,
+          self.lowering,
         ),
         (jnp.zeros((2, *self.example_shape)),),
       ),
       self.decoder_name: (
-        networks.build_generator(cfg.network, self.example_shape, logits),
+        networks.build_generator(
+          cfg.network, self.example_shape, logits, self.lowering
+        ),
         (jnp.zeros((2, cfg.latent_dim)),),
       ),
     }
@@ -312,7 +322,7 @@ class EncoderDecoder(LatentModel):
     """samples: G(z) for fixed z; reconstructions: G(E(x)) next to x for
     the fixed real examples; latents (2-D codes only): E(x) in red over
     prior samples in grey."""
-    x = np.asarray(reference[: self.config.num_grid_samples])
+    x = np.asarray(reference[: self.config.run.num_grid_samples])
     codes, recon = (np.asarray(a) for a in self._jitted_reconstruct(state, x))
     pictures = {
       'samples': self.samples_picture(state, key, reference),

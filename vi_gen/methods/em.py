@@ -283,7 +283,7 @@ class EM:
       pictures['means'] = images.image_grid(
         params.means.reshape(-1, *self.example_shape)
       )
-    z = self.latents(key, self.config.num_grid_samples)
+    z = self.latents(key, self.config.run.num_grid_samples)
     samples = np.asarray(jax.device_get(self._generate(state, z)))
     pictures['samples'] = images.picture(samples, reference)
     return pictures

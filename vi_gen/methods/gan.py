@@ -63,7 +63,7 @@ class GAN(base.LatentModel):
 
   def build_networks(self):
     generator, discriminator = networks.build_gan(
-      self.config.network, self.example_shape
+      self.config.network, self.example_shape, self.lowering
     )
     return {
       'generator': (generator, (jnp.zeros((2, self.config.latent_dim)),)),

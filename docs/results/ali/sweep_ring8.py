@@ -21,7 +21,7 @@ GAUSSIAN = {
 SWEEP = {
   'config': 'configs/ali.py:toy',
   'name': 'ali_ring8',
-  'set': {'eval_every_steps': 1000},
+  'set': {'run.eval_every_steps': 1000},
   # Run first with seeds 0-2, then 0-4 (finished runs are not rerun).
   'axes': {'seed': [0, 1, 2, 3, 4]},
   'arms': [
