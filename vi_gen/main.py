@@ -24,6 +24,13 @@ from ml_collections import config_flags
 
 from vi_gen import errors
 
+# TensorFlow only reads, decodes, crops and resizes data here: none of the
+# ops oneDNN replaces, and its CelebA preprocessing is bit-identical either
+# way (tests/console_test.py), so its "oneDNN custom operations are on"
+# notice, printed twice at import with absl's "before InitializeLog"
+# warning, is noise. TF_CPP_MIN_LOG_LEVEL no longer hides it (TF >= 2.17
+# logs through absl).
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -68,12 +75,19 @@ _PROCESS_ID = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config'])
 
 
-class _QuietOrbax(pylogging.Filter):
-  """Drops Orbax's per-save INFO lines, which bury the training log, and
-  its warning that a directory opened read-only (by --mode=sample and
-  --mode=eval, on purpose) is read-only."""
+class _QuietLibraries(pylogging.Filter):
+  """Drops library lines that ask nothing of the user: Orbax's per-save
+  INFO lines, which bury the training log, and its warning that a
+  directory opened read-only (by --mode=sample and --mode=eval, on
+  purpose) is read-only; JAX's INFO line that libtpu is not installed,
+  on every machine without TPUs (a TPU that fails to start says more)."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
+    if record.name.startswith('jax'):
+      return not (
+        record.levelno < pylogging.WARNING
+        and 'Failed to open libtpu.so' in record.getMessage()
+      )
     if '/orbax/' not in record.pathname:
       return True
     if record.getMessage().startswith('Given directory is read only'):
@@ -84,7 +98,7 @@ class _QuietOrbax(pylogging.Filter):
 def _run(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   # Hide GPUs from TensorFlow (used for tf.data and summaries only), or it
   # may reserve memory that JAX needs.
   import tensorflow as tf
