@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from configs import gan as gan_config
+from vi_gen import console
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV_SET_BY_TESTS = (
   'JAX_PLATFORMS',
@@ -91,3 +94,77 @@ def test_turning_onednn_off_changes_no_input_pixel():
     for flag in ('0', '1')
   ]
   assert digests[0] == digests[1] and len(digests[0]) == 65
+
+
+@pytest.mark.slow
+def test_each_log_step_is_one_line_and_the_config_one_field_per_line(
+  test_run,
+):
+  lines = test_run.splitlines()
+  for step in (2, 4):
+    logged = [line for line in lines if f'({step}/4)' in line]
+    assert len(logged) == 1, test_run
+    assert 'it/s, ETA ' in logged[0] and 'd_loss ' in logged[0]
+  for noise in ('steps_per_sec', 'work unit notes', 'Hyperparameters'):
+    assert noise not in test_run
+  assert '  run.num_steps = 4' in lines
+  assert max(map(len, lines)) < 300
+
+
+def config_text(config) -> str:
+  return '\n'.join(console.config_lines(config))
+
+
+def test_the_config_shows_only_the_data_fields_that_apply():
+  mnist = config_text(gan_config.get_config('mnist'))
+  assert 'run.num_steps = 3000' in mnist.splitlines()
+  assert f'data.split: {console.BUNDLED_SPLIT}' in mnist
+  for field in ('crop_size', 'resize', 'shuffle_buffer'):
+    assert f'data.{field}' not in mnist
+  toy = config_text(gan_config.get_config('toy'))
+  assert "data.name = 'ring8'" in toy
+  for field in ('split', 'image_size', 'crop_size', 'source'):
+    assert f'data.{field}' not in toy
+  celeba = config_text(gan_config.get_config())
+  for field in ('split', 'crop_size', 'resize', 'shuffle_buffer'):
+    assert f'data.{field} = ' in celeba
+  assert 'data.source' not in celeba
+  # The top-level fields first, then section by section.
+  keys = [line.split(' ')[0].rstrip(':') for line in celeba.splitlines()]
+  assert (
+    keys.index('seed') < keys.index('data.name') < keys.index('run.num_steps')
+  )
+
+
+class FakeClock:
+  def __init__(self):
+    self.now = 100.0
+
+  def __call__(self) -> float:
+    return self.now
+
+
+def test_the_eta_leaves_out_compilation_checkpoints_and_evaluations():
+  clock = FakeClock()
+  progress = console.Progress(num_steps=3000, step=0, clock=clock)
+  with progress.timed():  # The first iteration compiles for 20 s.
+    clock.now += 20.0
+  clock.now += 100 * 0.25  # 100 iterations at 4 it/s.
+  rate, text = progress.report(100)
+  assert rate == pytest.approx(4.0)
+  assert text == '3.3% (100/3000), 4 it/s, ETA 12m 05s'
+  clock.now += 400 * 0.25
+  with progress.timed():  # A checkpoint and an evaluation: 90 s.
+    clock.now += 90.0
+  clock.now += 500 * 0.25
+  rate, text = progress.report(1000)
+  assert rate == pytest.approx(4.0)
+  assert text == '33.3% (1000/3000), 4 it/s, ETA 8m 20s'
+
+
+def test_a_progress_line_holds_the_metrics_without_the_norms():
+  line = console.progress_line(
+    '50.0% (2/4), 4 it/s, ETA 1s',
+    {'g_loss': 0.70374, 'd_loss': 1.4223, 'generator_param_norm': 5.3},
+  )
+  assert line == '50.0% (2/4), 4 it/s, ETA 1s; d_loss 1.422, g_loss 0.7037'

@@ -21,9 +21,17 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 
-from vi_gen import checkpoint, data, guards, images, parallel, validation
+from vi_gen import (
+  checkpoint,
+  console,
+  data,
+  guards,
+  images,
+  parallel,
+  validation,
+)
 from vi_gen.evaluation import run as eval_run
 from vi_gen.experiment import Experiment
 from vi_gen.state import TrainState
@@ -82,20 +90,17 @@ def _train(
   # Only now is anything else written, apart from unreadable checkpoints
   # that were set aside.
   is_main = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(
-    workdir, just_logging=not is_main
+  # TensorBoard events from process 0. The console gets one line per log
+  # step from this thread (clu's LoggingWriter printed from its own).
+  writer = metric_writers.AsyncMultiWriter(
+    [metric_writers.SummaryWriter(workdir)] if is_main else []
   )
   if step == 0:
     flat = checkpoint.flatten(checkpoint.config_meta(config)['config'])
     writer.write_hparams({k: str(v) for k, v in flat.items()})
+  logging.info('Config:\n  %s', '\n  '.join(console.config_lines(config)))
   manager = checkpoint.create_manager(
     workdir, config.run.keep_checkpoints, True
-  )
-  progress = periodic_actions.ReportProgress(
-    num_train_steps=config.run.num_steps,
-    writer=writer,
-    every_steps=config.run.log_every_steps,
-    every_secs=None,
   )
 
   per_iteration = method.batches_per_iteration
@@ -110,6 +115,7 @@ def _train(
   if config.run.eval_every_steps:
     evaluator = eval_run.Evaluator(config, workdir, method)
 
+  progress, first_step = console.Progress(config.run.num_steps, step), step
   pending, first_pending, summary = [], step + 1, {}
   try:
     with metric_writers.ensure_flushes(writer):
@@ -130,10 +136,13 @@ def _train(
           local = np.full_like(local, np.nan)
         batch = parallel.to_global(local, batch_sharding)
         key = jax.random.fold_in(experiment.loop_key, step)
-        state, metrics = iteration(state, batch, key)
+        # The first call compiles, which is no training time.
+        with (
+          progress.timed() if step == first_step else contextlib.nullcontext()
+        ):
+          state, metrics = iteration(state, batch, key)
         step += 1
         pending.append(metrics)
-        progress(step)
 
         last = step == config.run.num_steps
         log = step % config.run.log_every_steps == 0 or last
@@ -147,9 +156,11 @@ def _train(
           )
           pending, first_pending = [], step + 1
           if log:
-            writer.write_scalars(step, summary)
+            rate, text = progress.report(step)
+            writer.write_scalars(step, {**summary, 'steps_per_sec': rate})
+            logging.info('%s', console.progress_line(text, summary))
         if draw and is_main:
-          with progress.timed('pictures'):
+          with progress.timed():
             pictures = method.pictures(state, experiment.grid_key, reference)
             for name, picture in pictures.items():
               images.save_png(
@@ -157,12 +168,12 @@ def _train(
               )
             writer.write_images(step, {k: v[None] for k, v in pictures.items()})
         if save:
-          with progress.timed('checkpoint'):
+          with progress.timed():
             checkpoint.save(manager, state, config)
           saved_step = step
         if evaluator and (step % config.run.eval_every_steps == 0 or last):
           # After the save: a failing metric loses no training.
-          with progress.timed('eval'):
+          with progress.timed():
             eval_run.report(evaluator(state, step), workdir, writer)
   finally:
     manager.wait_until_finished()
