@@ -1,14 +1,24 @@
 """What the command line prints, read as a newcomer reads it: no library
 noise at startup, the config one field per line, one line per log step."""
 
+import logging
 import os
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from configs import gan as gan_config
-from vi_gen import console
+from vi_gen import checkpoint, console, experiment, inference
+from vi_gen.evaluation import run as eval_run
+
+# Restoring a checkpoint leaves some of Orbax's reads to the garbage
+# collector, which reports them as unraisable exceptions.
+pytestmark = pytest.mark.filterwarnings(
+  'ignore::pytest.PytestUnraisableExceptionWarning'
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV_SET_BY_TESTS = (
@@ -168,3 +178,44 @@ def test_a_progress_line_holds_the_metrics_without_the_norms():
     {'g_loss': 0.70374, 'd_loss': 1.4223, 'generator_param_norm': 5.3},
   )
   assert line == '50.0% (2/4), 4 it/s, ETA 1s; d_loss 1.422, g_loss 0.7037'
+
+
+class FixedEvaluator:
+  """Stands in for eval_run.Evaluator: fixed metrics, no computation."""
+
+  def __init__(self, config, workdir, method):
+    del config, workdir, method
+
+  def __call__(self, state, step: int) -> dict:
+    del state
+    return {'step': step, 'metrics': {'fid': 1.5, 'kid': float('nan')}}
+
+
+def test_sample_and_eval_name_the_step_and_eval_keeps_one_events_file(
+  tmp_path, caplog, monkeypatch
+):
+  config = gan_config.get_config('test')
+  workdir = str(tmp_path)
+  state = experiment.Experiment(config).init().replace(step=jnp.asarray(3))
+  manager = checkpoint.create_manager(workdir, 3, True)
+  checkpoint.save(manager, state, config)
+  manager.wait_until_finished()
+  manager.close()
+  with caplog.at_level(logging.INFO):
+    inference.sample(config, workdir, 4)
+  assert '--mode=sample on the checkpoint at step 3' in caplog.text
+  monkeypatch.setattr(eval_run, 'Evaluator', FixedEvaluator)
+  for _ in range(2):
+    assert inference.evaluate(config, workdir)['step'] == 3
+  # Nothing new in the training's TensorBoard run; one file in eval/.
+  assert not [f for f in os.listdir(workdir) if 'tfevents' in f]
+  assert os.listdir(tmp_path / 'eval') == [
+    os.path.basename(inference.EVAL_EVENTS)
+  ]
+  events = event_accumulator.EventAccumulator(str(tmp_path / 'eval'))
+  events.Reload()
+  assert events.Tags()['scalars'] == ['eval/fid']  # NaN is left out.
+  assert [(e.step, e.value) for e in events.Scalars('eval/fid')] == [
+    (3, 1.5),
+    (3, 1.5),
+  ]

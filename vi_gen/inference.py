@@ -1,25 +1,79 @@
 """The inference modes of a trained run: `evaluate`, `sample`, `encode`.
 
-Each restores the latest checkpoint of a workdir and asks the model
-(through the interface of `vi_gen.methods`) for what it needs; none trains
-or writes a checkpoint.
+Each restores the latest checkpoint of a workdir, logs its step and asks
+the model (through the interface of `vi_gen.methods`) for what it needs;
+none trains or writes a checkpoint.
 """
+
+import math
+import os
+import time
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from clu import metric_writers
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer import record_writer
 
-from vi_gen import data, errors, methods, validation
+from vi_gen import checkpoint, data, errors, methods, validation
 from vi_gen.evaluation import run as eval_run
 from vi_gen.experiment import Experiment
+
+EVAL_EVENTS = os.path.join('eval', 'events.out.tfevents.vi_gen_eval')
+
+
+def append_scalars(path: str, step: int, scalars: dict[str, float]) -> None:
+  """Appends `scalars` at `step` to the TensorBoard events file `path`.
+
+  TensorBoard's writers open a new file on every start; --mode=eval would
+  then leave one more file per invocation. The record format allows
+  appending, so every --mode=eval of a workdir shares one file.
+  """
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  events = (
+    []
+    if os.path.exists(path)
+    else [event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2')]
+  )
+  values = [
+    summary_pb2.Summary.Value(tag=tag, simple_value=value)
+    for tag, value in scalars.items()
+  ]
+  events.append(
+    event_pb2.Event(
+      wall_time=time.time(),
+      step=step,
+      summary=summary_pb2.Summary(value=values),
+    )
+  )
+  with open(path, 'ab') as f:
+    writer = record_writer.RecordWriter(f)
+    for event in events:
+      writer.write(event.SerializeToString())
+
+
+def _restore(experiment: Experiment, workdir: str, mode: str):
+  """The latest checkpoint, with a line that names its step."""
+  state = experiment.restore(workdir, mode)
+  logging.info(
+    '--mode=%s on the checkpoint at step %d (%s).',
+    mode,
+    int(jax.device_get(state.step)),
+    checkpoint.checkpoint_dir(workdir),
+  )
+  return state
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Computes config.eval's metrics of the latest checkpoint in `workdir`.
 
   Writes workdir/eval_<step>.json (every metric with its recipe) and
-  returns the same dict.
+  returns the same dict. The finite metrics also go to TensorBoard, as
+  eval/<metric> in `EVAL_EVENTS`: a run of their own (`<workdir>/eval`),
+  apart from the training's curves and its periodic evaluations, which
+  may have used other eval.* settings; one file however often it runs.
 
   Raises:
     errors.CheckpointError: no checkpoint, or one of another experiment.
@@ -28,13 +82,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validation.check_config(config)
   experiment = Experiment(config)
   evaluator = eval_run.Evaluator(config, workdir, experiment.method)
-  state = experiment.restore(workdir, 'eval')
+  state = _restore(experiment, workdir, 'eval')
   results = evaluator(state, int(jax.device_get(state.step)))
-  writer = metric_writers.create_default_writer(
-    workdir, just_logging=jax.process_index() != 0
-  )
-  with metric_writers.ensure_flushes(writer):
-    eval_run.report(results, workdir, writer)
+  # The JSON and the log line; TensorBoard below.
+  eval_run.report(results, workdir, metric_writers.MultiWriter([]))
+  if jax.process_index() == 0:
+    append_scalars(
+      os.path.join(workdir, EVAL_EVENTS),
+      results['step'],
+      {
+        f'eval/{name}': value
+        for name, value in results['metrics'].items()
+        if math.isfinite(value)
+      },
+    )
   return results
 
 
@@ -55,7 +116,7 @@ def sample(
   validation.check_config(config)
   experiment = Experiment(config)
   method = experiment.method
-  state = experiment.restore(workdir, 'sample')
+  state = _restore(experiment, workdir, 'sample')
   return eval_run.generate_in_chunks(
     method,
     jax.jit(method.generate),
@@ -86,7 +147,7 @@ def encode(
       f'Model {config.model!r} has no encoder; --encode works for the'
       f' models with one: {", ".join(methods.with_encoder())}.'
     )
-  state = experiment.restore(workdir, 'sample')
+  state = _restore(experiment, workdir, 'sample')
   x, _ = data.evaluation_examples(
     config, num_examples, config.eval.split, config.eval.seed
   )
