@@ -49,12 +49,34 @@ def scatter_plot(
   return canvas
 
 
-def save_png(path: str, image: np.ndarray) -> None:
-  """Writes uint8 [H, W, C]; a single channel is saved as greyscale."""
+# A 28x28 MNIST grid is 242 px wide: too small to judge in an image viewer.
+MIN_PNG_WIDTH = 512
+LABEL_SIZE = 20  # Font size of the label, in pixels.
+
+
+def save_png(path: str, image: np.ndarray, label: str = '') -> None:
+  """Writes uint8 [H, W, C] (one channel as greyscale) for a viewer: scaled
+  up by the smallest integer that makes it MIN_PNG_WIDTH wide or wider,
+  nearest neighbour so that a pixel stays a sharp square, with `label` (the
+  step) on a white strip above it."""
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   if image.shape[-1] == 1:
     image = image[..., 0]
-  Image.fromarray(image).save(path)
+  picture = Image.fromarray(image)
+  scale = max(1, math.ceil(MIN_PNG_WIDTH / picture.width))
+  picture = picture.resize(
+    (picture.width * scale, picture.height * scale), Image.Resampling.NEAREST
+  )
+  if label:
+    strip = LABEL_SIZE + 8
+    labelled = Image.new(
+      picture.mode, (picture.width, picture.height + strip), 'white'
+    )
+    labelled.paste(picture, (0, strip))
+    font = ImageFont.load_default(LABEL_SIZE)  # Built in: no font file.
+    ImageDraw.Draw(labelled).text((6, 4), label, fill='black', font=font)
+    picture = labelled
+  picture.save(path)
 
 
 def picture(samples: np.ndarray, reference: np.ndarray) -> np.ndarray:

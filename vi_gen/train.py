@@ -164,7 +164,9 @@ def _train(
             pictures = method.pictures(state, experiment.grid_key, reference)
             for name, picture in pictures.items():
               images.save_png(
-                os.path.join(workdir, name, f'step_{step:07d}.png'), picture
+                os.path.join(workdir, name, f'step_{step:07d}.png'),
+                picture,
+                label=f'step {step}',
               )
             writer.write_images(step, {k: v[None] for k, v in pictures.items()})
         if save:
