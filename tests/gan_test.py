@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import gan as gan_config
@@ -151,8 +152,8 @@ def test_generator_step_loss_is_the_public_eq_26(adversarial):
   old_fake = jax.random.uniform(
     jax.random.key(2), (config.batch_size, 28, 28, 1)
   )
-  loss, (_, terms) = gan.generator_loss(
-    state.params, state.batch_stats, None, (z, old_fake)
+  loss, (_, terms, _) = gan.generator_loss(
+    state.params, state.batch_stats, (z[None], (old_fake,)), 0
   )
   fake, _ = gan.run('generator', state.params, state.batch_stats, z)
   logits, _ = gan.run('discriminator', state.params, state.batch_stats, fake)
@@ -185,3 +186,73 @@ def test_experiment_2_networks_have_the_reference_biases_only():
   _, state = make(config, (28, 28, 1))
   assert len(bias_layers(state.params['generator'])) == 3
   assert len(bias_layers(state.params['discriminator'])) == 3
+
+
+def generator_runs(gan, state, batch) -> int:
+  """How many times tracing one iteration runs the generator."""
+  runs = []
+  run = gan.run
+
+  def counting_run(name, *args, **kwargs):
+    runs.append(name)
+    return run(name, *args, **kwargs)
+
+  gan.run = counting_run
+  jax.make_jaxpr(gan.iteration)(state, batch, jax.random.key(0))
+  return runs.count('generator')
+
+
+@pytest.mark.parametrize(
+  'overrides,runs',
+  [
+    # 1 D step's fake, 2 G steps; G^o(z) is the first G step's samples.
+    (dict(old_generator='phase'), 3),
+    # 5 D steps, 5 x 2 G steps, G^o on z_1..z_4 (z_0's is reused).
+    (dict(old_generator='phase', d_steps=5, g_batches=5), 19),
+    # Lagged: G^o is last iteration's snapshot, run on its own.
+    (dict(old_generator='lagged'), 4),
+    (dict(old_generator='phase', reg_weight=0.0), 3),
+  ],
+  ids=['phase', 'experiment-2-schedule', 'lagged', 'unregularized'],
+)
+def test_phase_mode_reuses_the_first_g_step_as_the_old_samples(overrides, runs):
+  """In 'phase' mode G^o(z_0) is the first G step's forward output (same
+  params, same z, same batch): the iteration runs G once less than
+  'lagged', which needs G^o on its own."""
+  config = tiny_config(**overrides)
+  gan, state = make(config, (28, 28, 1))
+  assert generator_runs(gan, state, real_batch(gan, config, (28, 28, 1))) == (
+    runs
+  )
+
+
+@pytest.mark.parametrize(
+  'mode,g_batches,want',
+  [
+    ('phase', 1, (0.6597592830657959, 1.0666693015082274e-05, 5.279331207)),
+    ('lagged', 1, (0.6602823734283447, 0.00011145991447847337, 5.279333591)),
+    ('phase', 2, (0.6388779282569885, 5.603450699709356e-05, 5.279763221)),
+    ('lagged', 2, (0.6412294507026672, 0.00046963855857029557, 5.279762268)),
+  ],
+)
+def test_iterations_match_the_implementation_without_reuse(
+  mode, g_batches, want
+):
+  """Two iterations of the test preset (BatchNorm in train mode) give the
+  G loss, regularizer and generator norm that the implementation before
+  the reuse of G^o(z_0) (#14) gave on this data."""
+  config = tiny_config(old_generator=mode, g_batches=g_batches)
+  gan, state = make(config, (28, 28, 1))
+  iteration = jax.jit(gan.iteration)
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    batch = rng.uniform(-1, 1, (1, config.batch_size, 28, 28, 1))
+    state, metrics = iteration(
+      state, batch.astype(np.float32), jax.random.key(i)
+    )
+  got = (
+    metrics['g_loss'],
+    metrics['g_regularizer'],
+    optax.tree.norm(state.params['generator']),
+  )
+  np.testing.assert_allclose(got, want, rtol=2e-6)

@@ -69,6 +69,10 @@ class Phase:
     snapshot: networks whose params at the start of this phase become
       `state.old_params` (the paper's G^o: what the other player was just
       trained against).
+    updates_shared: the loss returns (scalar, (stats, metrics, shared)),
+      and the next step sees that `shared`: a step hands the later steps an
+      output of its forward pass instead of their computing it again (the
+      GAN's first G step in 'phase' mode: its samples are G^o(z)).
   """
 
   name: str
@@ -77,6 +81,7 @@ class Phase:
   steps: int = 1
   inputs: Callable[[Context], tuple[Any, Any]] = _no_inputs
   snapshot: tuple[str, ...] = ()
+  updates_shared: bool = False
 
 
 def alternate(
@@ -115,28 +120,31 @@ def alternate(
       old_params[name] = params[name]
     frozen = {n: p for n, p in params.items() if n not in phase.trains}
 
-    def step(carry, step_input, phase=phase, frozen=frozen, shared=shared):
-      trained, opt, stats = carry
+    def step(carry, step_input, phase=phase, frozen=frozen):
+      trained, opt, stats, shared = carry
 
       def loss_fn(trained):
         return phase.loss({**frozen, **trained}, stats, shared, step_input)
 
-      trained, opt, loss, (updates, step_metrics), grad_norm = descend(
-        txs, loss_fn, trained, opt
-      )
+      trained, opt, loss, aux, grad_norm = descend(txs, loss_fn, trained, opt)
+      if phase.updates_shared:
+        updates, step_metrics, shared = aux
+      else:
+        updates, step_metrics = aux
       step_metrics = {
         f'{phase.name}_loss': loss,
         **step_metrics,
         f'{phase.name}_grad_norm': grad_norm,
       }
-      return (trained, opt, {**stats, **updates}), step_metrics
+      return (trained, opt, {**stats, **updates}, shared), step_metrics
 
     carry = (
       {n: params[n] for n in phase.trains},
       {n: opt_states[n] for n in phase.trains},
       batch_stats,
+      shared,
     )
-    (trained, opt, batch_stats), phase_metrics = unrolled_scan(
+    (trained, opt, batch_stats, _), phase_metrics = unrolled_scan(
       step, carry, per_step, length=phase.steps
     )
     params.update(trained)
@@ -258,7 +266,9 @@ def unrolled_scan(step: Callable, carry, xs=None, length: int | None = None):
 
   On XLA:CPU the loop that `jax.lax.scan` emits (even with `unroll=True`)
   made the ALI MNIST iteration (1 D step, 1 E/G step) about 8x slower than
-  the same steps unrolled: 3.6 s against 0.46 s.
+  the same steps unrolled: 3.6 s against 0.46 s. Unrolled, the carry's
+  structure may change from one step to the next (an entry None at first),
+  and NumPy leaves of `xs` stay concrete: a step may branch on them.
 
   Args:
     step: (carry, x) -> (carry, y), as for `jax.lax.scan`.

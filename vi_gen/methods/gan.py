@@ -12,7 +12,9 @@ The regularizer pulls G(z) towards G^o(z), the old generator on the same z:
 
 * `old_generator='phase'` (the paper's meaning): G^o is the generator at the
   start of this G phase, the one D was just trained against. On the phase's
-  first G step G == G^o, so the term acts from the second step on.
+  first G step G == G^o, so the term acts from the second step on, and that
+  step's samples are G^o(z) on the first z batch: they are reused, not
+  computed again (later batches' G^o(z) still are).
 * `old_generator='lagged'`: G^o is the snapshot of the previous iteration,
   one iteration behind, which acts even with a single G step.
 
@@ -22,6 +24,7 @@ The regularizer pulls G(z) towards G^o(z), the old generator on the same z:
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vi_gen import errors, losses, networks, players
 from vi_gen.methods import base
@@ -88,6 +91,7 @@ class GAN(base.LatentModel):
         self.config.g_batches * self.config.g_steps,
         self._generator_inputs,
         snapshot=('generator',),
+        updates_shared=True,
       ),
     ]
 
@@ -121,7 +125,9 @@ class GAN(base.LatentModel):
     )
 
   def _generator_inputs(self, ctx: players.Context):
-    """Per G step: its z and, when the regularizer is on, G^o(z).
+    """Shared by the G steps: the z batches and, when the regularizer is on,
+    G^o on each (None where the first G step's samples will be G^o(z)); per
+    G step: the index of its z batch.
 
     Batch b's z is seen by G steps b * g_steps ... (b + 1) * g_steps - 1.
     """
@@ -129,32 +135,45 @@ class GAN(base.LatentModel):
     size = ctx.batch.shape[1]
     z = self.latents(self._keys(ctx.key)[1], cfg.g_batches * size)
     z = z.reshape(cfg.g_batches, size, -1)
-    old_fake = None
+    old_fakes = None
     if cfg.reg_weight:
-      old = ctx.params if cfg.old_generator == 'phase' else ctx.old_params
+      phase = cfg.old_generator == 'phase'
+      old = ctx.params if phase else ctx.old_params
       # One batch at a time: BatchNorm in train mode normalises per batch,
-      # as the G steps will.
-      old_fake = jnp.stack(
-        [self.run('generator', old, ctx.batch_stats, zb)[0] for zb in z]
+      # as the G steps will. In 'phase' mode the first G step runs G^o on
+      # z_0 (same params, same batch): it hands its samples on.
+      old_fakes = tuple(
+        None
+        if phase and b == 0
+        else self.run('generator', old, ctx.batch_stats, zb)[0]
+        for b, zb in enumerate(z)
       )
-      old_fake = jnp.repeat(old_fake, cfg.g_steps, axis=0)
-    return None, (jnp.repeat(z, cfg.g_steps, axis=0), old_fake)
+    # NumPy: each step's batch index stays a Python int when unrolled.
+    batch_index = np.repeat(np.arange(cfg.g_batches), cfg.g_steps)
+    return (z, old_fakes), batch_index
 
-  def generator_loss(self, params, stats, shared, step_input):
-    """Eq. (26) (eq. 20 when reg_weight is 0) on this step's z."""
-    del shared
-    z, old_fake = step_input
+  def generator_loss(self, params, stats, shared, b):
+    """Eq. (26) (eq. 20 when reg_weight is 0) on the z of batch `b`.
+
+    Also returns `shared`, with this step's samples as G^o(z_b) if the step
+    is at the snapshot (entry b was None).
+    """
+    z, old_fakes = shared
     cfg = self.config
-    fake, g_stats = self.run('generator', params, stats, z)
+    fake, g_stats = self.run('generator', params, stats, z[b])
     # D's statistics are not updated by G's steps.
     logits, _ = self.run('discriminator', params, stats, fake)
     adversarial = self.generator_objective(logits)
     regularizer = jnp.zeros(())
     if cfg.reg_weight:
+      if old_fakes[b] is None:  # At the snapshot: G == G^o.
+        old_fake = jax.lax.stop_gradient(fake)
+        old_fakes = (*old_fakes[:b], old_fake, *old_fakes[b + 1 :])
       # Eq. (26): the adversarial term plus the distance to G^o(z).
-      regularizer = losses.generator_regularizer(fake, old_fake)
+      regularizer = losses.generator_regularizer(fake, old_fakes[b])
     loss = adversarial + cfg.reg_weight * regularizer
     return loss, (
       {'generator': g_stats},
       {'g_adversarial': adversarial, 'g_regularizer': regularizer},
+      (z, old_fakes),
     )
