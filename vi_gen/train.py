@@ -14,8 +14,10 @@ resumed run continues exactly as an uninterrupted one would have.
 """
 
 import contextlib
+import itertools
 import os
 import time
+from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -104,10 +106,21 @@ def _train(
   )
 
   per_iteration = method.batches_per_iteration
-  batches = dataset.host_batches(step * per_iteration)
-  batch_sharding = parallel.batch_sharding(experiment.mesh, batch_axis=1)
+  batches = device_batches(
+    dataset.host_batches(step * per_iteration),
+    per_iteration,
+    parallel.batch_sharding(experiment.mesh, batch_axis=1),
+    step,
+    config.debug.nan_at_step,
+  )
+
+  def keyed_iteration(state: TrainState, batch: jax.Array):
+    # Iteration i's key, fold_in(loop_key, i), is derived on the devices.
+    key = jax.random.fold_in(experiment.loop_key, state.step)
+    return method.iteration(state, batch, key)
+
   iteration = jax.jit(
-    method.iteration,
+    keyed_iteration,
     donate_argnums=0,
     out_shardings=(experiment.replicated, experiment.replicated),
   )
@@ -119,6 +132,7 @@ def _train(
   pending, first_pending, summary = [], step + 1, {}
   try:
     with metric_writers.ensure_flushes(writer):
+      batch = next(batches)
       while step < config.run.num_steps:
         if stop.requested(step, manager):
           if step not in (saved_step, 0):
@@ -131,17 +145,15 @@ def _train(
             step,
           )
           break
-        local = np.stack([next(batches) for _ in range(per_iteration)])
-        if step + 1 == config.debug.nan_at_step:
-          local = np.full_like(local, np.nan)
-        batch = parallel.to_global(local, batch_sharding)
-        key = jax.random.fold_in(experiment.loop_key, step)
         # The first call compiles, which is no training time.
         with (
           progress.timed() if step == first_step else contextlib.nullcontext()
         ):
-          state, metrics = iteration(state, batch, key)
+          state, metrics = iteration(state, batch)
         step += 1
+        if step < config.run.num_steps:
+          # Stacked and sent while the step just dispatched runs.
+          batch = next(batches)
         pending.append(metrics)
 
         last = step == config.run.num_steps
@@ -182,6 +194,27 @@ def _train(
     manager.close()
   _log_end(config, workdir, step, saved_step, time.time() - start, summary)
   return state
+
+
+def device_batches(
+  host_batches: Iterator[np.ndarray],
+  per_iteration: int,
+  sharding: jax.sharding.Sharding,
+  step: int,
+  nan_at_step: int = 0,
+) -> Iterator[jax.Array]:
+  """The global batches of iterations step + 1, step + 2, ... on the devices.
+
+  Each stacks `per_iteration` host batches. Nothing is read ahead: the loop
+  takes the next one right after dispatching a step, so that the stacking
+  and the transfer overlap the step. Iteration `nan_at_step` (1-based, 0 =
+  never) gets NaNs, to test the divergence guard.
+  """
+  for i in itertools.count(step + 1):
+    local = np.stack([next(host_batches) for _ in range(per_iteration)])
+    if i == nan_at_step:
+      local = np.full_like(local, np.nan)
+    yield parallel.to_global(local, sharding)
 
 
 def _log_end(
