@@ -47,7 +47,9 @@ def get_base_config(
   config.data.split = 'train'
   config.data.image_size = 64
   config.data.crop_size = 108  # Reference: centre crop 108 at (55, 35).
-  config.data.resize = 'bicubic'  # tf.image.resize method.
+  # The reference's TF1 resize_images op; or a tf.image.resize method
+  # (vi_gen/data.py RESIZE_METHODS).
+  config.data.resize = 'bicubic_tf1'
   config.data.shuffle_buffer = 10_000
 
   if gradient_trained:

@@ -178,8 +178,7 @@ def _celeba_missing_message(config) -> str:
     '  3. Prepare the dataset once (TFDS reads the files from there):\n'
     f'      python -c "{prepare}"\n'
     f'     (`tfds build celeb_a --data_dir={data_dir}` does the same but'
-    ' needs apache-beam installed.)\n'
-    '  4. Run again with --config.run.data_dir pointing at that folder.\n'
+    ' needs apache-beam installed.) Then run the same command again.\n'
     'To train without CelebA, use the bundled MNIST:'
     ' --config=configs/gan.py:mnist'
   )

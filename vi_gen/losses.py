@@ -1,7 +1,7 @@
 """The paper's variational losses as pure functions of arrays.
 
-Equation numbers refer to Su (2018), arXiv:1807.05936 (see `docs` in the
-README). Conventions, shared by every function here:
+Equation numbers refer to Su (2018), arXiv:1807.05936 (the README's
+References). Conventions, shared by every function here:
 
 * A discriminator returns a logit `l` with `D = sigmoid(l)`, so
   `-log D = softplus(-l)` and `-log(1 - D) = softplus(l)`; this is exact and
