@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import gan as gan_config
-from vi_gen import checkpoint, console, experiment, inference
+from vi_gen import checkpoint, console, experiment, guards, inference, train
 from vi_gen.evaluation import run as eval_run
 
 # Restoring a checkpoint leaves some of Orbax's reads to the garbage
@@ -219,3 +219,19 @@ def test_sample_and_eval_name_the_step_and_eval_keeps_one_events_file(
     (3, 1.5),
     (3, 1.5),
   ]
+
+
+def test_a_stopped_run_names_the_checkpoint_it_saved(
+  tmp_path, caplog, monkeypatch
+):
+  def requested(self, step, manager):
+    del manager
+    self.reason = 'SIGTERM'
+    return step == 3
+
+  monkeypatch.setattr(guards.StopRequest, 'requested', requested)
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(gan_config.get_config('test'), str(tmp_path))
+  assert 'Run stopped early: step 3 of 4 (last checkpoint: step 3)' in (
+    caplog.text
+  )

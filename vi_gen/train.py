@@ -138,6 +138,7 @@ def _train(
           if step not in (saved_step, 0):
             guards.check_finite(pending, first_pending, step, state, saved_step)
             checkpoint.save(manager, state, config)
+            saved_step = step
           logging.warning(
             'Stopped by %s at step %d; run the same command to resume from'
             ' there.',
