@@ -180,6 +180,10 @@ def get_latent_model_config(
   # Without BatchNorm: biases on the hidden layers (False: none, as the
   # reference's no-BatchNorm networks).
   config.network.hidden_bias = True
+  # What the networks compute in: 'float32', or 'bfloat16' (activations,
+  # matmuls and convolutions; parameters, optimizer state, BatchNorm
+  # statistics and the losses stay float32).
+  config.network.compute_dtype = 'float32'
 
   if scale == 'mnist':
     use_bundled_mnist(config)

@@ -153,3 +153,43 @@ def test_grad_of_grad_matches_flax():
 def test_rejects_kernel_size_one(module):
   with pytest.raises(ValueError, match='kernel_size'):
     module(4, 1).init(jax.random.key(0), jnp.ones((1, 4, 4, 2)))
+
+
+# bfloat16 keeps 8 significant bits: one rounding is up to 2**-9 of a value
+# (0.2%). Measured on these cases against flax's layers in bfloat16 (XLA:CPU),
+# the outputs are equal and the gradients differ by at most 0.45% of their
+# largest entry (as much as flax's bfloat16 layers differ from float32
+# ones); 2% allows about 4x that.
+BF16_TOL = 2e-2
+
+
+def _assert_trees_close_bf16(actual, expected) -> None:
+  """Each leaf within BF16_TOL of the largest |entry| of its expected leaf."""
+
+  def close(a, e):
+    a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
+    np.testing.assert_allclose(a, e, rtol=0, atol=BF16_TOL * np.abs(e).max())
+
+  jax.tree.map(close, actual, expected)
+
+
+@pytest.mark.parametrize('kind', ['up', 'down'])
+@pytest.mark.parametrize(
+  'case', [CASES[0], CASES[3], CASES[6], CASES[7]], ids=str
+)
+def test_bfloat16_output_and_grads_match_flax_in_bfloat16(kind, case):
+  """`dtype=bfloat16` computes in bfloat16 as flax's layers do: bfloat16
+  output, float32 parameters and parameter gradients."""
+  layer, ref, params, x, probe = _setup(kind, case)
+  layer = layer.clone(dtype=jnp.bfloat16)
+  ref = ref.clone(dtype=jnp.bfloat16)
+  assert jax.tree.map(lambda p: p.dtype, layer.init(jax.random.key(0), x)) == {
+    'params': {'kernel': jnp.float32, 'bias': jnp.float32}
+  }
+  y, grads = jax.jit(_value_and_grads(layer))(params, x, probe)
+  y_ref, ref_grads = jax.jit(_value_and_grads(ref))(params, x, probe)
+  assert y.dtype == y_ref.dtype == jnp.bfloat16
+  assert jax.tree.map(lambda g: g.dtype, grads) == jax.tree.map(
+    lambda g: g.dtype, ref_grads
+  )
+  _assert_trees_close_bf16((y, grads), (y_ref, ref_grads))

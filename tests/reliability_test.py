@@ -580,6 +580,7 @@ BAD_VALUES = [
   ('gan', 'network.g_widths', ('a',), 'network.g_widths must be a tuple'),
   ('gan', 'network.d_widths', (8, None), 'network.d_widths must be set'),
   ('gan', 'network.kernel_size', 0, 'network.kernel_size must be'),
+  ('ali', 'network.compute_dtype', 'float16', 'network.compute_dtype must be'),
   ('gan', 'network.g_widths', (16, 8, 8), r'divisible by 2\*\*len'),
   ('gan', 'reg_weight', -1.0, 'reg_weight must be >= 0'),
   ('gan', 'reg_weight', math.inf, 'reg_weight must be finite'),

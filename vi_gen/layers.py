@@ -15,7 +15,9 @@ forward pass (autodiff of it has no dilations either); `Conv2x` keeps the
 usual strided forward pass and uses it for its input gradient, a transposed
 convolution of the output gradient.
 
-Both layers take NHWC inputs with a single batch axis.
+Both layers take NHWC inputs with a single batch axis and, like flax's,
+a computation `dtype` (e.g. bfloat16) apart from the `param_dtype` of their
+parameters (float32 by default).
 """
 
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen.dtypes import promote_dtype
+from flax.typing import Dtype
 from jax import lax
 
 Array = jax.Array
@@ -177,6 +180,9 @@ class _Stride2(nn.Module):
     use_bias: Whether to add a bias.
     kernel_init: Initializer of the kernel.
     bias_init: Initializer of the bias.
+    dtype: Dtype of the computation and the output (None: promoted from the
+      input and the parameters, as flax does).
+    param_dtype: Dtype of the parameters.
   """
 
   features: int
@@ -184,20 +190,25 @@ class _Stride2(nn.Module):
   use_bias: bool = True
   kernel_init: Initializer = nn.linear.default_kernel_init
   bias_init: Initializer = nn.initializers.zeros_init()
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   def _params(self, x: Array) -> tuple[Array, Array, Array | None]:
-    """(x, kernel, bias or None), promoted to one dtype."""
+    """(x, kernel, bias or None), cast to the computation dtype."""
     k = self.kernel_size
     _check_kernel_size(k)
     kernel = self.param(
-      'kernel', self.kernel_init, (k, k, x.shape[-1], self.features)
+      'kernel',
+      self.kernel_init,
+      (k, k, x.shape[-1], self.features),
+      self.param_dtype,
     )
     bias = (
-      self.param('bias', self.bias_init, (self.features,))
+      self.param('bias', self.bias_init, (self.features,), self.param_dtype)
       if self.use_bias
       else None
     )
-    return promote_dtype(x, kernel, bias)
+    return promote_dtype(x, kernel, bias, dtype=self.dtype)
 
 
 class ConvTranspose2x(_Stride2):

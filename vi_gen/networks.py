@@ -11,6 +11,11 @@ The encoders (VAE, AAE, ALI) and the joint (x, z) discriminator (ALI) reuse
 D's convolutional trunk, so an encoder is D with a code head instead of a
 logit; the AAE's latent discriminator is `MLPDiscriminator` on z. Images
 ([H, W, C]) get the convolutional networks, points ([D]) the MLPs.
+
+Every module computes in its `dtype` (`network.compute_dtype`: float32, or
+bfloat16 for the matmul units of GPUs and TPUs) while its parameters and
+BatchNorm statistics stay float32, and returns float32, so that the losses
+and the GAN regularizer's G(z) - G^o(z) are computed in float32.
 """
 
 import functools
@@ -19,31 +24,45 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.typing import Dtype
 
 from vi_gen import layers
 
 _INIT = nn.initializers.normal(stddev=0.02)
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
-def _batch_norm(train: bool) -> nn.BatchNorm:
+def _batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
+  # Flax reduces the statistics in float32 and keeps them (and the scale
+  # and bias) float32 whatever `dtype` is.
   return nn.BatchNorm(
     use_running_average=not train,
     momentum=_BN_MOMENTUM,
     epsilon=_BN_EPSILON,
+    dtype=dtype,
   )
 
 
 def _stride2(
-  features: int, kernel: int, lowering: str, use_bias: bool, transpose: bool
+  features: int,
+  kernel: int,
+  lowering: str,
+  use_bias: bool,
+  dtype: Dtype,
+  transpose: bool,
 ) -> nn.Module:
   """A stride-2 'SAME' conv (transposed: upsampling), lowered as `lowering`
-  ('phase': vi_gen/layers.py, 'native': flax's)."""
+  ('phase': vi_gen/layers.py, 'native': flax's), computing in `dtype`."""
   if lowering == 'phase':
     layer = layers.ConvTranspose2x if transpose else layers.Conv2x
     return layer(
-      features, kernel_size=kernel, use_bias=use_bias, kernel_init=_INIT
+      features,
+      kernel_size=kernel,
+      use_bias=use_bias,
+      kernel_init=_INIT,
+      dtype=dtype,
     )
   layer = nn.ConvTranspose if transpose else nn.Conv
   return layer(
@@ -53,6 +72,7 @@ def _stride2(
     padding='SAME',
     use_bias=use_bias,
     kernel_init=_INIT,
+    dtype=dtype,
   )
 
 
@@ -73,18 +93,29 @@ def _conv_trunk(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
     # The first layer always has a bias; the others where no BatchNorm
     # follows and `hidden_bias` asks for one.
     use_bias = i == 0 or (module.hidden_bias and not module.batch_norm)
-    h = _conv(features, module.kernel_size, module.lowering, use_bias)(h)
+    h = _conv(
+      features, module.kernel_size, module.lowering, use_bias, module.dtype
+    )(h)
     if normalize:
-      h = _batch_norm(train)(h)
+      h = _batch_norm(train, module.dtype)(h)
     h = _leaky_relu(h)
   return h.reshape(h.shape[0], -1)
 
 
-def _mlp(h: jax.Array, widths: Sequence[int], activation) -> jax.Array:
-  """Dense layers with `activation`; layers belong to the calling module."""
+def _mlp(
+  h: jax.Array, widths: Sequence[int], activation, dtype: Dtype
+) -> jax.Array:
+  """Dense layers with `activation`, computing in `dtype`; layers belong to
+  the calling module."""
   for features in widths:
-    h = activation(nn.Dense(features)(h))
+    h = activation(nn.Dense(features, dtype=dtype)(h))
   return h
+
+
+def _logit(h: jax.Array, dtype: Dtype, kernel_init=_INIT) -> jax.Array:
+  """The last Dense layer of a discriminator: a float32 logit [B]."""
+  logit = nn.Dense(1, kernel_init=kernel_init, dtype=dtype)(h)[:, 0]
+  return logit.astype(jnp.float32)
 
 
 def _leaky_relu(h: jax.Array) -> jax.Array:
@@ -92,13 +123,19 @@ def _leaky_relu(h: jax.Array) -> jax.Array:
 
 
 def _code_head(
-  h: jax.Array, latent_dim: int, gaussian: bool, kernel_init=_INIT
+  h: jax.Array, latent_dim: int, gaussian: bool, dtype: Dtype, kernel_init=_INIT
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """A code [B, L], or the (mean, log-variance) of a Gaussian p(z|x)."""
-  mean = nn.Dense(latent_dim, kernel_init=kernel_init)(h)
+  """A float32 code [B, L], or the (mean, log-variance) of a Gaussian
+  p(z|x)."""
+
+  def head(h):
+    dense = nn.Dense(latent_dim, kernel_init=kernel_init, dtype=dtype)
+    return dense(h).astype(jnp.float32)
+
+  mean = head(h)
   if not gaussian:
     return mean
-  return mean, nn.Dense(latent_dim, kernel_init=kernel_init)(h)
+  return mean, head(h)
 
 
 class DCGANGenerator(nn.Module):
@@ -116,6 +153,7 @@ class DCGANGenerator(nn.Module):
   batch_norm: bool = True
   lowering: str = 'phase'  # See resolve_lowering.
   hidden_bias: bool = True
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
   logits: bool = False
 
   @nn.compact
@@ -130,7 +168,7 @@ class DCGANGenerator(nn.Module):
 
     def norm_act(h):
       if self.batch_norm:
-        h = _batch_norm(train)(h)
+        h = _batch_norm(train, self.dtype)(h)
       return nn.relu(h)
 
     # Hidden layers: a bias only where no BatchNorm follows, if asked for
@@ -140,14 +178,17 @@ class DCGANGenerator(nn.Module):
       (height // scale) * (width // scale) * self.widths[0],
       use_bias=hidden_bias,
       kernel_init=_INIT,
+      dtype=self.dtype,
     )(z)
     h = norm_act(h.reshape(z.shape[0], height // scale, width // scale, -1))
     for features in self.widths[1:]:
       h = _conv_transpose(
-        features, self.kernel_size, self.lowering, hidden_bias
+        features, self.kernel_size, self.lowering, hidden_bias, self.dtype
       )(h)
       h = norm_act(h)
-    h = _conv_transpose(channels, self.kernel_size, self.lowering, True)(h)
+    h = _conv_transpose(
+      channels, self.kernel_size, self.lowering, True, self.dtype
+    )(h).astype(jnp.float32)
     return h if self.logits else jnp.tanh(h)
 
 
@@ -159,11 +200,12 @@ class DCGANDiscriminator(nn.Module):
   batch_norm: bool = True
   lowering: str = 'phase'  # See resolve_lowering.
   hidden_bias: bool = True
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     h = _conv_trunk(self, x, train)
-    return nn.Dense(1, kernel_init=_INIT)(h)[:, 0]
+    return _logit(h, self.dtype)
 
 
 class MLPGenerator(nn.Module):
@@ -171,12 +213,13 @@ class MLPGenerator(nn.Module):
 
   widths: Sequence[int]
   output_dim: int = 2
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = True) -> jax.Array:
     del train  # No BatchNorm: the toy networks are small and plain.
-    h = _mlp(z, self.widths, nn.relu)
-    return nn.Dense(self.output_dim)(h)
+    h = _mlp(z, self.widths, nn.relu, self.dtype)
+    return nn.Dense(self.output_dim, dtype=self.dtype)(h).astype(jnp.float32)
 
 
 class MLPDiscriminator(nn.Module):
@@ -186,12 +229,13 @@ class MLPDiscriminator(nn.Module):
   """
 
   widths: Sequence[int]
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
-    h = _mlp(x, self.widths, _leaky_relu)
-    return nn.Dense(1)(h)[:, 0]
+    h = _mlp(x, self.widths, _leaky_relu, self.dtype)
+    return _logit(h, self.dtype, nn.linear.default_kernel_init)
 
 
 class DCGANEncoder(nn.Module):
@@ -207,13 +251,14 @@ class DCGANEncoder(nn.Module):
   batch_norm: bool = True
   lowering: str = 'phase'  # See resolve_lowering.
   hidden_bias: bool = True
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
 
   @nn.compact
   def __call__(
     self, x: jax.Array, train: bool = True
   ) -> jax.Array | tuple[jax.Array, jax.Array]:
     h = _conv_trunk(self, x, train)
-    return _code_head(h, self.latent_dim, self.gaussian)
+    return _code_head(h, self.latent_dim, self.gaussian, self.dtype)
 
 
 class MLPEncoder(nn.Module):
@@ -222,15 +267,20 @@ class MLPEncoder(nn.Module):
   widths: Sequence[int]
   latent_dim: int
   gaussian: bool = False
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
 
   @nn.compact
   def __call__(
     self, x: jax.Array, train: bool = True
   ) -> jax.Array | tuple[jax.Array, jax.Array]:
     del train
-    h = _mlp(x, self.widths, _leaky_relu)
+    h = _mlp(x, self.widths, _leaky_relu, self.dtype)
     return _code_head(
-      h, self.latent_dim, self.gaussian, nn.linear.default_kernel_init
+      h,
+      self.latent_dim,
+      self.gaussian,
+      self.dtype,
+      nn.linear.default_kernel_init,
     )
 
 
@@ -247,29 +297,36 @@ class DCGANJointDiscriminator(nn.Module):
   batch_norm: bool = True
   lowering: str = 'phase'  # See resolve_lowering.
   hidden_bias: bool = True
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
 
   @nn.compact
   def __call__(
     self, x: jax.Array, z: jax.Array, train: bool = True
   ) -> jax.Array:
     hx = _conv_trunk(self, x, train)
-    hz = _mlp(z, self.z_widths, _leaky_relu)
-    h = _mlp(jnp.concatenate([hx, hz], -1), self.joint_widths, _leaky_relu)
-    return nn.Dense(1, kernel_init=_INIT)(h)[:, 0]
+    hz = _mlp(z, self.z_widths, _leaky_relu, self.dtype)
+    h = _mlp(
+      jnp.concatenate([hx, hz], -1),
+      self.joint_widths,
+      _leaky_relu,
+      self.dtype,
+    )
+    return _logit(h, self.dtype)
 
 
 class MLPJointDiscriminator(nn.Module):
   """(point [B, D], code [B, L]) -> logit [B]: an MLP on the concatenation."""
 
   widths: Sequence[int]
+  dtype: Dtype = jnp.float32  # Computation; see the module docstring.
 
   @nn.compact
   def __call__(
     self, x: jax.Array, z: jax.Array, train: bool = True
   ) -> jax.Array:
     del train
-    h = _mlp(jnp.concatenate([x, z], -1), self.widths, _leaky_relu)
-    return nn.Dense(1)(h)[:, 0]
+    h = _mlp(jnp.concatenate([x, z], -1), self.widths, _leaky_relu, self.dtype)
+    return _logit(h, self.dtype, nn.linear.default_kernel_init)
 
 
 def _is_points(example_shape: tuple[int, ...]) -> bool:
@@ -307,12 +364,20 @@ def resolve_lowering(
   return 'native'
 
 
+def compute_dtype(network_config) -> jnp.dtype:
+  """The dtype the networks compute in, `network.compute_dtype` (one of
+  COMPUTE_DTYPES): bfloat16 trades precision for the speed of the matmul
+  units of GPUs and TPUs."""
+  return jnp.dtype(network_config.compute_dtype)
+
+
 def _conv_options(network_config, lowering: str) -> dict:
   return {
     'kernel_size': network_config.kernel_size,
     'batch_norm': network_config.batch_norm,
     'lowering': lowering,
     'hidden_bias': network_config.hidden_bias,
+    'dtype': compute_dtype(network_config),
   }
 
 
@@ -328,7 +393,9 @@ def build_generator(
   """
   g_widths = tuple(network_config.g_widths)
   if _is_points(example_shape):
-    return MLPGenerator(g_widths, output_dim=example_shape[0])
+    return MLPGenerator(
+      g_widths, example_shape[0], compute_dtype(network_config)
+    )
   return DCGANGenerator(
     g_widths,
     output_shape=tuple(example_shape),
@@ -347,7 +414,9 @@ def build_encoder(
   """E(x) with `network.e_widths`: a code, or (mean, logvar) if gaussian."""
   e_widths = tuple(network_config.e_widths)
   if _is_points(example_shape):
-    return MLPEncoder(e_widths, latent_dim, gaussian)
+    return MLPEncoder(
+      e_widths, latent_dim, gaussian, compute_dtype(network_config)
+    )
   return DCGANEncoder(
     e_widths, latent_dim, gaussian, **_conv_options(network_config, lowering)
   )
@@ -355,7 +424,9 @@ def build_encoder(
 
 def build_latent_discriminator(network_config) -> nn.Module:
   """The AAE's D(z) on codes: an MLP with `network.d_widths`."""
-  return MLPDiscriminator(tuple(network_config.d_widths))
+  return MLPDiscriminator(
+    tuple(network_config.d_widths), compute_dtype(network_config)
+  )
 
 
 def build_joint_discriminator(
@@ -366,7 +437,7 @@ def build_joint_discriminator(
   the concatenation."""
   d_widths = tuple(network_config.d_widths)
   if _is_points(example_shape):
-    return MLPJointDiscriminator(d_widths)
+    return MLPJointDiscriminator(d_widths, compute_dtype(network_config))
   return DCGANJointDiscriminator(
     d_widths,
     tuple(network_config.d_z_widths),
@@ -385,7 +456,7 @@ def build_gan(
   generator = build_generator(network_config, example_shape, False, lowering)
   d_widths = tuple(network_config.d_widths)
   if _is_points(example_shape):
-    return generator, MLPDiscriminator(d_widths)
+    return generator, MLPDiscriminator(d_widths, compute_dtype(network_config))
   return generator, DCGANDiscriminator(
     d_widths, **_conv_options(network_config, lowering)
   )

@@ -80,6 +80,12 @@ def _check_networks(config: ml_collections.ConfigDict) -> None:
         _is_int(value) and value >= 1,
         f'network.kernel_size must be >= 1 (an integer), got {value!r}.',
       )
+    elif name == 'compute_dtype':
+      errors.require(
+        value in networks.COMPUTE_DTYPES,
+        'network.compute_dtype must be one of'
+        f' {", ".join(networks.COMPUTE_DTYPES)}, got {value!r}.',
+      )
   shape = data.example_shape(config.data)
   if 'g_widths' in network and len(shape) == 3:
     scale = 2 ** len(network.g_widths)
