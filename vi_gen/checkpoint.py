@@ -12,8 +12,11 @@ one that can be read and moves the unreadable ones aside, never deleting
 anything.
 """
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 
 import jax
 import ml_collections
@@ -35,6 +38,8 @@ UNREADABLE_DIR = 'checkpoints_unreadable'
 # Orbax writes this last into every step directory it commits, on every
 # file system; a step directory without it was never completely written.
 COMMIT_MARKER = 'commit_success.txt'
+# In the names of the directories of saves that are not committed yet.
+TMP_MARKER = '.orbax-checkpoint-tmp'
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -285,13 +290,119 @@ def save(
   state: TrainState,
   config: ml_collections.ConfigDict,
 ) -> None:
-  """Saves asynchronously; Orbax commits atomically when the write is done."""
+  """Saves asynchronously; Orbax commits atomically when the write is done.
+
+  Waits for the previous save first, so that its failure surfaces here, and
+  checks that the disk has room for this one before writing anything.
+
+  Raises:
+    errors.DiskFullError: no room for the checkpoint (before writing, or
+      when the write itself runs out of space); the last good checkpoint
+      is kept and no partly written step is left behind.
+  """
   step = int(jax.device_get(state.step))
-  manager.save(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      meta=ocp.args.JsonSave(config_meta(config)),
-    ),
-    force=True,
-  )
+  wait(manager)
+  _check_free_space(manager, state, step)
+  with _disk_full_as_error(manager, step):
+    manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave(config_meta(config)),
+      ),
+      force=True,
+    )
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Waits for the save in flight; raises errors.DiskFullError (one line,
+  no partial step left) if it ran out of space."""
+  with _disk_full_as_error(manager, None):
+    manager.wait_until_finished()
+
+
+# Room kept free beyond the checkpoint's own size: Orbax's metadata files
+# and whatever else the run writes until the next save (PNGs, events).
+DISK_MARGIN_BYTES = 1 << 20
+
+
+def checkpoint_bytes(manager: ocp.CheckpointManager, state: TrainState) -> int:
+  """The expected size of a new checkpoint: the newest committed one's size
+  on disk, or (before the first) the state's bytes plus a quarter for the
+  format's overhead."""
+  latest = manager.latest_step()
+  if latest is not None:
+    step_dir = os.path.join(str(manager.directory), str(latest))
+    return sum(
+      os.path.getsize(os.path.join(root, name))
+      for root, _, names in os.walk(step_dir)
+      for name in names
+    )
+  return int(1.25 * sum(x.nbytes for x in jax.tree.leaves(state)))
+
+
+def _check_free_space(
+  manager: ocp.CheckpointManager, state: TrainState, step: int
+) -> None:
+  directory = str(manager.directory)
+  os.makedirs(directory, exist_ok=True)
+  free = shutil.disk_usage(directory).free
+  needed = checkpoint_bytes(manager, state)
+  if free < needed + DISK_MARGIN_BYTES:
+    raise errors.DiskFullError(_disk_full_message(manager, step, free, needed))
+
+
+def _disk_full_message(
+  manager: ocp.CheckpointManager,
+  step: int | None,
+  free: int | None = None,
+  needed: int | None = None,
+) -> str:
+  mb = 1 << 20
+  latest = manager.latest_step()
+  room = '' if free is None else f' ({free / mb:.1f} MB free'
+  if needed is not None:
+    room += f', a checkpoint needs about {needed / mb:.1f} MB'
+  room += ')' if room else ''
+  what = 'the checkpoint' if step is None else f'the checkpoint of step {step}'
+  if latest is None:
+    kept = 'no checkpoint was written yet. Free some space and start again.'
+  else:
+    kept = (
+      f'the last good checkpoint (step {latest}) is kept. Free some space'
+      ' and run the same command to resume from it.'
+    )
+  return f'Disk full: no room for {what} in {manager.directory}{room}; {kept}'
+
+
+def is_disk_full(e: BaseException) -> bool:
+  """Whether `e`, or an exception it was raised from, means "no space left"
+  (OSError ENOSPC/EDQUOT, or TensorStore's RESOURCE_EXHAUSTED)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if 'RESOURCE_EXHAUSTED' in str(e) or 'No space left' in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+@contextlib.contextmanager
+def _disk_full_as_error(manager: ocp.CheckpointManager, step: int | None):
+  """Turns a write that ran out of space into errors.DiskFullError, after
+  removing the unfinished step directories it left (never a committed
+  one: those hold no `.orbax-checkpoint-tmp` in their name)."""
+  try:
+    yield
+  except Exception as e:
+    if not is_disk_full(e):
+      raise
+    directory = str(manager.directory)
+    for name in os.listdir(directory):
+      if TMP_MARKER in name:
+        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    raise errors.DiskFullError(
+      _disk_full_message(manager, step, shutil.disk_usage(directory).free)
+    ) from None

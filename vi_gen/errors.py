@@ -33,3 +33,7 @@ class DivergenceError(VIGenError, FloatingPointError):
 
 class WorkdirError(VIGenError):
   """The workdir cannot be written (permissions, a file in the way)."""
+
+
+class DiskFullError(WorkdirError):
+  """The workdir's disk has no room for the next checkpoint."""

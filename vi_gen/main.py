@@ -22,7 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vi_gen import errors
+from vi_gen import checkpoint, errors
 
 # TensorFlow only reads, decodes, crops and resizes data here: none of the
 # ops oneDNN replaces, and its CelebA preprocessing is bit-identical either
@@ -182,6 +182,11 @@ def main(argv) -> None:
   except errors.VIGenError as e:
     # The user's input needs changing: say what, without a traceback.
     sys.exit(f'vi_gen: error: {e}')
+  except OSError as e:
+    if not checkpoint.is_disk_full(e):
+      raise
+    # A picture, an event file or eval JSON found the disk full.
+    sys.exit(f'vi_gen: error: Disk full: {e}. Free some space and resume.')
 
 
 if __name__ == '__main__':

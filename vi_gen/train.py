@@ -191,7 +191,7 @@ def _train(
           with progress.timed():
             eval_run.report(evaluator(state, step), workdir, writer)
   finally:
-    manager.wait_until_finished()
+    checkpoint.wait(manager)
     manager.close()
   _log_end(config, workdir, step, saved_step, time.time() - start, summary)
   return state
