@@ -118,7 +118,7 @@ def test_each_log_step_is_one_line_and_the_config_one_field_per_line(
   for noise in ('steps_per_sec', 'work unit notes', 'Hyperparameters'):
     assert noise not in test_run
   assert '  run.num_steps = 4' in lines
-  assert max(map(len, lines)) < 300
+  assert max(map(len, lines)) < 500  # The config was one 1,700-char line.
 
 
 def config_text(config) -> str:
