@@ -600,6 +600,8 @@ BAD_VALUES = [
   ('gan', 'run.eval_every_steps', -1, 'run.eval_every_steps must be an int'),
   ('gan', 'run.conv_lowering', 'cudnn', 'run.conv_lowering must be one of'),
   ('gan', 'eval.num_samples', 0, 'eval.num_samples must be >= 1'),
+  ('gan', 'eval.kid_subset_size', 1, 'eval.kid_subset_size must be >= 2'),
+  ('gan', 'eval.is_splits', 10_001, 'eval.is_splits=10001 must be at most'),
   ('gan', 'eval.iwae_samples', True, 'eval.iwae_samples must be >= 1'),
   ('gan', 'eval.mmd_bandwidth', -1.0, 'eval.mmd_bandwidth must be >= 0'),
   ('gan', 'eval.metrics', ('fid',), "Unknown eval.metrics entry 'fid'"),

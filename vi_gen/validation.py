@@ -97,6 +97,24 @@ def _check_networks(config: ml_collections.ConfigDict) -> None:
     )
 
 
+def _check_eval_counts(eval_config: ml_collections.ConfigDict) -> None:
+  """Counts that the metrics need more than one of: a covariance (FID) and
+  KID's unbiased estimate need two examples per set."""
+  for name in ('num_samples', 'num_reference', 'kid_subset_size'):
+    value = eval_config[name]
+    errors.require(
+      value >= 2,
+      f'eval.{name} must be >= 2 (FID and KID need two examples per set),'
+      f' got {value}.',
+    )
+  errors.require(
+    eval_config.is_splits <= eval_config.num_samples,
+    f'eval.is_splits={eval_config.is_splits} must be at most'
+    f' eval.num_samples={eval_config.num_samples}: each Inception Score'
+    ' split needs a sample.',
+  )
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Rejects invalid values before anything is written; raises ConfigError."""
 
@@ -108,6 +126,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       _is_int(value) and value >= 1,
       f'{name} must be >= 1 (an integer), got {value!r}.',
     )
+  _check_eval_counts(config.eval)
   chunk = min(config.eval.iwae_chunk, config.eval.iwae_samples)
   errors.require(
     config.eval.iwae_samples % chunk == 0,
