@@ -8,7 +8,9 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vi_gen import layers
+from configs import gan as gan_config
+from vi_gen import layers, networks
+from vi_gen.methods.gan import GAN
 
 TOL = {'atol': 1e-5, 'rtol': 1e-5}
 
@@ -193,3 +195,42 @@ def test_bfloat16_output_and_grads_match_flax_in_bfloat16(kind, case):
     lambda g: g.dtype, ref_grads
   )
   _assert_trees_close_bf16((y, grads), (y_ref, ref_grads))
+
+
+@pytest.mark.parametrize(
+  'choice,shape,platform,expected',
+  [
+    ('auto', (28, 28, 1), 'cpu', 'phase'),
+    ('auto', (64, 64, 3), 'cpu', 'phase'),
+    ('auto', (64, 64, 3), 'gpu', 'phase'),
+    ('auto', (28, 28, 1), 'gpu', 'native'),
+    ('auto', (64, 64, 3), 'tpu', 'native'),
+    ('native', (64, 64, 3), 'cpu', 'native'),
+    ('phase', (28, 28, 1), 'gpu', 'phase'),
+  ],
+)
+def test_conv_lowering_per_platform(choice, shape, platform, expected):
+  """'auto' follows issue 14's measurements; an explicit choice stands."""
+  assert networks.resolve_lowering(choice, shape, platform) == expected
+
+
+def test_conv_lowering_builds_the_chosen_layers():
+  """The GAN's generator runs the phase layers or flax's transposed convs
+  (input-dilated convolutions), with the same parameter shapes either way
+  (so a checkpoint loads under both)."""
+  config = gan_config.get_config('test')
+  shapes, programs = {}, {}
+  for lowering in ('phase', 'native'):
+    config.run.conv_lowering = lowering
+    generator = GAN(config, (28, 28, 1)).networks['generator'][0]
+    z = jnp.zeros((2, config.latent_dim))
+    variables = jax.eval_shape(generator.init, jax.random.key(0), z)
+    shapes[lowering] = jax.tree.map(jnp.shape, variables)
+    programs[lowering] = str(
+      jax.make_jaxpr(generator.init)(jax.random.key(0), z)
+    )
+  assert shapes['phase'] == shapes['native']
+  assert 'lhs_dilation=(2, 2)' in programs['native']
+  assert 'lhs_dilation=(2, 2)' not in programs['phase']
+  with pytest.raises(ValueError, match='Unknown conv lowering'):
+    networks.resolve_lowering('cudnn', (28, 28, 1), 'cpu')

@@ -277,3 +277,19 @@ def test_the_iteration_compiles_once_per_run(tmp_path, monkeypatch):
   config = make_config(num_steps=6)
   state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 6
+
+
+def test_resume_under_the_other_conv_lowering(tmp_path):
+  """run.conv_lowering may change on resume (say a run started on a CPU
+  continues on a GPU): the parameters sit at the same paths under both, and
+  the layers compute the same function."""
+  straight = train.train_and_evaluate(make_config(), str(tmp_path / 'a'))
+  config = make_config(num_steps=2)
+  config.run.conv_lowering = 'phase'
+  train.train_and_evaluate(config, str(tmp_path / 'b'))
+  config = make_config()
+  config.run.conv_lowering = 'native'
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert int(resumed.step) == 4
+  for x, y in zip(leaves(straight), leaves(resumed), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)

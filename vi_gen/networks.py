@@ -51,18 +51,26 @@ def _stride2(
   lowering: str,
   use_bias: bool,
   dtype: Dtype,
+  index: int,
   transpose: bool,
 ) -> nn.Module:
-  """A stride-2 'SAME' conv (transposed: upsampling), lowered as `lowering`
-  ('phase': vi_gen/layers.py, 'native': flax's), computing in `dtype`."""
+  """The `index`-th stride-2 'SAME' conv (transposed: upsampling) of its
+  network, lowered as `lowering` ('phase': vi_gen/layers.py, 'native':
+  flax's), computing in `dtype`.
+
+  Named as the phase layer is under either lowering, so that the
+  parameters sit at the same paths and a checkpoint resumes under both.
+  """
+  phase_layer = layers.ConvTranspose2x if transpose else layers.Conv2x
+  name = f'{phase_layer.__name__}_{index}'
   if lowering == 'phase':
-    layer = layers.ConvTranspose2x if transpose else layers.Conv2x
-    return layer(
+    return phase_layer(
       features,
       kernel_size=kernel,
       use_bias=use_bias,
       kernel_init=_INIT,
       dtype=dtype,
+      name=name,
     )
   layer = nn.ConvTranspose if transpose else nn.Conv
   return layer(
@@ -73,6 +81,7 @@ def _stride2(
     use_bias=use_bias,
     kernel_init=_INIT,
     dtype=dtype,
+    name=name,
   )
 
 
@@ -94,7 +103,7 @@ def _conv_trunk(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
     # follows and `hidden_bias` asks for one.
     use_bias = i == 0 or (module.hidden_bias and not module.batch_norm)
     h = _conv(
-      features, module.kernel_size, module.lowering, use_bias, module.dtype
+      features, module.kernel_size, module.lowering, use_bias, module.dtype, i
     )(h)
     if normalize:
       h = _batch_norm(train, module.dtype)(h)
@@ -181,13 +190,14 @@ class DCGANGenerator(nn.Module):
       dtype=self.dtype,
     )(z)
     h = norm_act(h.reshape(z.shape[0], height // scale, width // scale, -1))
-    for features in self.widths[1:]:
+    for i, features in enumerate(self.widths[1:]):
       h = _conv_transpose(
-        features, self.kernel_size, self.lowering, hidden_bias, self.dtype
+        features, self.kernel_size, self.lowering, hidden_bias, self.dtype, i
       )(h)
       h = norm_act(h)
+    last = len(self.widths) - 1
     h = _conv_transpose(
-      channels, self.kernel_size, self.lowering, True, self.dtype
+      channels, self.kernel_size, self.lowering, True, self.dtype, last
     )(h).astype(jnp.float32)
     return h if self.logits else jnp.tanh(h)
 
