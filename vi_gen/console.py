@@ -1,12 +1,16 @@
-"""What a training run prints: its config, readably, and one progress line
-per log step, with an ETA from training time alone."""
+"""What a training run prints: its config, readably, one progress line per
+log step, with an ETA from training time alone, and how it ended."""
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 
 import ml_collections
+from absl import logging
 from flax import traverse_util
+
+from vi_gen import checkpoint
 
 BUNDLED_SPLIT = 'the bundled 10k MNIST test images (data.split is not used)'
 
@@ -101,3 +105,45 @@ def progress_line(text: str, metrics: dict[str, float]) -> str:
     if not name.endswith('param_norm')
   )
   return f'{text}; {shown}' if shown else text
+
+
+def log_end(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  step: int,
+  saved_step: int | None,
+  seconds: float,
+  summary: dict[str, float],
+) -> None:
+  """Logs one block that says how the run ended (the step, the last
+  checkpoint, the wall time in this process, the last metrics) and where
+  everything went."""
+  done = step >= config.run.num_steps
+  status = 'complete' if done else 'stopped early'
+  shown = {k: v for k, v in summary.items() if not k.endswith('param_norm')}
+  pictures = sorted(
+    name
+    for name in os.listdir(workdir)
+    if os.path.isdir(os.path.join(workdir, name))
+    and any(f.endswith('.png') for f in os.listdir(os.path.join(workdir, name)))
+  )
+  logging.info(
+    'Run %s: step %d of %d (last checkpoint: step %s), %.0f s in this'
+    ' process.%s\n  workdir: %s\n  checkpoints: %s\n  pictures: %s\n'
+    '  evaluations: %s\n  TensorBoard: tensorboard --logdir %s',
+    status,
+    step,
+    config.run.num_steps,
+    saved_step,
+    seconds,
+    (' Last metrics: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
+    if shown
+    else '',
+    os.path.abspath(workdir),
+    checkpoint.checkpoint_dir(workdir),
+    ', '.join(f'{d}/step_*.png' for d in pictures) or 'none',
+    'eval_<step>.json'
+    if config.run.eval_every_steps
+    else 'off (eval_every_steps=0)',
+    os.path.abspath(workdir),
+  )

@@ -193,7 +193,9 @@ def _train(
   finally:
     checkpoint.wait(manager)
     manager.close()
-  _log_end(config, workdir, step, saved_step, time.time() - start, summary)
+  console.log_end(
+    config, workdir, step, saved_step, time.time() - start, summary
+  )
   return state
 
 
@@ -216,43 +218,3 @@ def device_batches(
     if i == nan_at_step:
       local = np.full_like(local, np.nan)
     yield parallel.to_global(local, sharding)
-
-
-def _log_end(
-  config: ml_collections.ConfigDict,
-  workdir: str,
-  step: int,
-  saved_step: int | None,
-  seconds: float,
-  summary: dict[str, float],
-) -> None:
-  """One block that says how the run ended and where everything went."""
-  done = step >= config.run.num_steps
-  status = 'complete' if done else 'stopped early'
-  shown = {k: v for k, v in summary.items() if not k.endswith('param_norm')}
-  pictures = sorted(
-    name
-    for name in os.listdir(workdir)
-    if os.path.isdir(os.path.join(workdir, name))
-    and any(f.endswith('.png') for f in os.listdir(os.path.join(workdir, name)))
-  )
-  logging.info(
-    'Run %s: step %d of %d (last checkpoint: step %s), %.0f s in this'
-    ' process.%s\n  workdir: %s\n  checkpoints: %s\n  pictures: %s\n'
-    '  evaluations: %s\n  TensorBoard: tensorboard --logdir %s',
-    status,
-    step,
-    config.run.num_steps,
-    saved_step,
-    seconds,
-    (' Last metrics: ' + ', '.join(f'{k} {v:.4g}' for k, v in shown.items()))
-    if shown
-    else '',
-    os.path.abspath(workdir),
-    checkpoint.checkpoint_dir(workdir),
-    ', '.join(f'{d}/step_*.png' for d in pictures) or 'none',
-    'eval_<step>.json'
-    if config.run.eval_every_steps
-    else 'off (eval_every_steps=0)',
-    os.path.abspath(workdir),
-  )
