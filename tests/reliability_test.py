@@ -742,6 +742,17 @@ def test_first_ctrl_c_sets_the_flag_and_a_second_one_stops_at_once():
     signal.signal(signal.SIGINT, before)
 
 
+def test_a_second_ctrl_c_ends_the_command_in_one_line(monkeypatch):
+  from vi_gen import main
+
+  def interrupted(argv):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(main, '_run', interrupted)
+  with pytest.raises(SystemExit, match='stopped at once by a second Ctrl-C'):
+    main.main(['vi_gen'])
+
+
 def test_an_ignored_ctrl_c_stays_ignored():
   before = signal.getsignal(signal.SIGINT)
   signal.signal(signal.SIGINT, signal.SIG_IGN)

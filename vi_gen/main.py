@@ -182,6 +182,12 @@ def main(argv) -> None:
   except errors.VIGenError as e:
     # The user's input needs changing: say what, without a traceback.
     sys.exit(f'vi_gen: error: {e}')
+  except KeyboardInterrupt:
+    # The second Ctrl-C (the first asks for a save at the next step).
+    sys.exit(
+      'vi_gen: stopped at once by a second Ctrl-C; the run resumes from its'
+      ' last checkpoint.'
+    )
   except OSError as e:
     if not checkpoint.is_disk_full(e):
       raise
