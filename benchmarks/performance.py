@@ -60,7 +60,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vi_gen import gmm, methods  # noqa: E402
+from vi_gen import gmm, methods, testing  # noqa: E402
 
 MODELS = ('gan', 'vae', 'aae', 'ali')
 PRESETS = ('mnist', 'celeba')
@@ -505,7 +505,6 @@ def em_variants(x: np.ndarray, label: str, seed: int) -> list[EMRun]:
   """vi_gen float32 / float64 and scikit-learn default / 1 thread, all from
   one k-means++ start (`gmm.init_from_data`, float64)."""
   import threadpoolctl
-  from sklearn.mixture import GaussianMixture
 
   with jax.enable_x64(True):
     x64 = jnp.asarray(x, jnp.float64)
@@ -527,25 +526,12 @@ def em_variants(x: np.ndarray, label: str, seed: int) -> list[EMRun]:
     fit()  # Compiles.
     run.variant = Variant(run.name, fit)
     runs.append(run)
-  precisions = np.linalg.inv(init.covariances)
   for threads in (None, 1):
     name = 'sklearn default' if threads is None else 'sklearn 1 thread'
     run = EMRun(label, name, None)
 
     def fit(threads=threads, run=run):
-      mixture = GaussianMixture(
-        EM_COMPONENTS,
-        covariance_type='full',
-        tol=0.0,  # Never "converged": all max_iter iterations run.
-        reg_covar=EM_RIDGE,
-        max_iter=EM_ITERATIONS,
-        n_init=1,
-        init_params='random_from_data',  # Cheap; replaced by the *_init.
-        weights_init=init.weights,
-        means_init=init.means,
-        precisions_init=precisions,
-        random_state=0,
-      )
+      mixture = testing.sklearn_mixture(init, EM_ITERATIONS, EM_RIDGE)
       with threadpoolctl.threadpool_limits(threads), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # "did not converge" (tol=0).
         mixture.fit(x)

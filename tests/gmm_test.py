@@ -9,9 +9,8 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
-from vi_gen import gmm
+from vi_gen import gmm, testing
 
 COVARIANCE_TYPES = ('full', 'diag')
 
@@ -155,26 +154,11 @@ def test_matches_sklearn_from_the_same_start(covariance_type):
   params = gmm.GMMParams(*(np.asarray(a) for a in params))
   curve = np.asarray(curve)
 
-  if covariance_type == 'full':
-    precisions = np.linalg.inv(init.covariances)
-  else:
-    precisions = 1.0 / init.covariances
   # sklearn's fit: initialise (our start overrides everything), then
   # `max_iter` rounds of (E-step, M-step), so `max_iter` = our `num_iters`.
   # Its `lower_bounds_[i]` is the mean log-likelihood computed in the i-th
   # E-step, i.e. before the i-th M-step: our curve[i].
-  sk = GaussianMixture(
-    n_components=num_components,
-    covariance_type=covariance_type,
-    weights_init=init.weights,
-    means_init=init.means,
-    precisions_init=precisions,
-    max_iter=num_iters,
-    tol=0.0,
-    reg_covar=ridge,
-    init_params='random',
-    random_state=0,
-  )
+  sk = testing.sklearn_mixture(init, num_iters, ridge)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', ConvergenceWarning)
     sk.fit(x)

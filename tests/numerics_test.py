@@ -19,10 +19,9 @@ import pytest
 from scipy.special import rel_entr, softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics.pairwise import rbf_kernel
-from sklearn.mixture import GaussianMixture
 from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
-from vi_gen import gmm, losses
+from vi_gen import gmm, losses, testing
 from vi_gen.evaluation import likelihood, metrics, modes
 
 LOG_2PI = math.log(2 * math.pi)
@@ -130,23 +129,7 @@ def _constant_feature_data() -> np.ndarray:
 
 
 def _sklearn_from(init: gmm.GMMParams, x: np.ndarray, num_iters: int, ridge):
-  init = gmm.GMMParams(*(np.asarray(a, np.float64) for a in init))
-  if init.covariances.ndim == 3:
-    precisions, covariance_type = np.linalg.inv(init.covariances), 'full'
-  else:
-    precisions, covariance_type = 1.0 / init.covariances, 'diag'
-  sk = GaussianMixture(
-    n_components=len(init.weights),
-    covariance_type=covariance_type,
-    weights_init=init.weights,
-    means_init=init.means,
-    precisions_init=precisions,
-    max_iter=num_iters,
-    tol=0.0,
-    reg_covar=ridge,
-    init_params='random',
-    random_state=0,
-  )
+  sk = testing.sklearn_mixture(init, num_iters, ridge)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', ConvergenceWarning)
     sk.fit(x)
