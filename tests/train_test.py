@@ -293,3 +293,10 @@ def test_resume_under_the_other_conv_lowering(tmp_path):
   assert int(resumed.step) == 4
   for x, y in zip(leaves(straight), leaves(resumed), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_a_workdir_that_cannot_be_created_is_one_error():
+  """os.access says yes to root even where nothing can be created (/proc):
+  the failing mkdir is a WorkdirError, not a traceback."""
+  with pytest.raises(errors.WorkdirError, match='Choose another --workdir'):
+    train.train_and_evaluate(make_config(), '/proc/vi_gen_no_such_workdir')

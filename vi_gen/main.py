@@ -137,7 +137,7 @@ def _run(argv) -> None:
     print(eval_run.to_json(inference.evaluate(config, workdir)))
     return
   if not _OUTPUT.value:
-    raise app.UsageError('--mode=sample needs --output=FILE.npy')
+    raise errors.ConfigError('--mode=sample needs --output=FILE.npy')
   outputs = {
     _OUTPUT.value: inference.sample(
       config, workdir, _NUM_SAMPLES.value, _SAMPLE_SEED.value
@@ -185,8 +185,8 @@ def main(argv) -> None:
   except KeyboardInterrupt:
     # The second Ctrl-C (the first asks for a save at the next step).
     sys.exit(
-      'vi_gen: stopped at once by a second Ctrl-C; the run resumes from its'
-      ' last checkpoint.'
+      'vi_gen: stopped at once by a second Ctrl-C, without saving; the same'
+      ' command resumes from the last checkpoint, if one was written.'
     )
   except OSError as e:
     if not checkpoint.is_disk_full(e):

@@ -29,6 +29,7 @@ from vi_gen import (
   checkpoint,
   console,
   data,
+  errors,
   guards,
   images,
   parallel,
@@ -78,7 +79,13 @@ def _train(
   reference = next(dataset.host_batches(0))
   # Nothing is written before this lock (not even unreadable checkpoints
   # set aside): a second run in this workdir stops here.
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:  # Where os.access said yes (root, /proc, ...).
+    raise errors.WorkdirError(
+      f'Cannot create the workdir {os.path.abspath(workdir)}: {e.strerror}.'
+      ' Choose another --workdir.'
+    ) from None
   stack.enter_context(guards.WorkdirLock(workdir))
   state = experiment.restore_or_none(workdir, repair=True)
   saved_step = None if state is None else int(jax.device_get(state.step))
