@@ -1,13 +1,17 @@
-r"""Table and figures of the MNIST study in docs/results.md.
+r"""Tables and figures of the MNIST sections of docs/results.md: the GAN
+regularizer study and the VAE reference point.
 
-  python docs/results/make_mnist.py --sweep_dir=runs/sweeps/study_mnist
-  python docs/results/make_mnist.py    # the table from the committed files
+  python docs/results/make_mnist.py --sweep_dir=runs/sweeps/study_mnist \
+      --vae_dir=runs/vae_mnist
+  python docs/results/make_mnist.py    # the tables from the committed files
 
 Copies the sweep's results.json/.csv into docs/results/study_mnist/, draws
 MNIST-FID over training per arm (mean +- s.e. over seeds, x axis in D
 steps, so that both schedules share it) and the last sample grid of each
 arm's first seed, and writes the table between `<!-- mnist:begin -->` and
-`<!-- mnist:end -->` in docs/results.md. Figures need matplotlib.
+`<!-- mnist:end -->` in docs/results.md. Copies the VAE run's eval_<step>.json
+into docs/results/vae_mnist/ and tabulates them between `<!-- vae:begin -->`
+and `<!-- vae:end -->`. Figures need matplotlib.
 """
 
 import argparse
@@ -19,7 +23,9 @@ import shutil
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, 'study_mnist')
 PAGE = os.path.join(os.path.dirname(HERE), 'results.md')
+VAE_OUT = os.path.join(HERE, 'vae_mnist')
 BEGIN, END = '<!-- mnist:begin -->', '<!-- mnist:end -->'
+VAE_BEGIN, VAE_END = '<!-- vae:begin -->', '<!-- vae:end -->'
 METRICS = ('mnist_fid', 'mnist_kid')
 
 
@@ -69,6 +75,33 @@ def table(results: dict) -> str:
   return '\n'.join(lines)
 
 
+def vae_table() -> str:
+  """One row per evaluation of the VAE run: IWAE and ELBO NLL (nats, +-
+  s.e. over the held-out digits) and MNIST-FID of its samples."""
+  lines = [
+    '| step | IWAE NLL (nats) | ELBO NLL (nats) | bits/dim (IWAE) | MNIST-FID |',
+    '|---|---|---|---|---|',
+  ]
+  paths = glob.glob(os.path.join(VAE_OUT, 'eval_*.json'))
+  for path in sorted(paths, key=lambda p: int(p.split('_')[-1][:-5])):
+    with open(path) as f:
+      result = json.load(f)
+    m = result['metrics']
+    lines.append(
+      f'| {result["step"]} | {m["iwae_nll_nats"]:.2f} +-'
+      f' {m["iwae_nll_nats_se"]:.2f} | {m["elbo_nll_nats"]:.2f} +-'
+      f' {m["elbo_nll_nats_se"]:.2f} | {m["iwae_bits_per_dim"]:.4f} |'
+      f' {m["mnist_fid"]:.1f} |'
+    )
+  return '\n'.join(lines)
+
+
+def replace_between(page: str, begin: str, end: str, text: str) -> str:
+  head, rest = page.split(begin)
+  _, tail = rest.split(end)
+  return f'{head}{begin}\n{text}\n{end}{tail}'
+
+
 def figures(results: dict, sweep_dir: str) -> None:
   import matplotlib
 
@@ -114,7 +147,12 @@ def figures(results: dict, sweep_dir: str) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--sweep_dir', default='')
+  parser.add_argument('--vae_dir', default='')
   args = parser.parse_args()
+  if args.vae_dir:
+    os.makedirs(VAE_OUT, exist_ok=True)
+    for path in glob.glob(os.path.join(args.vae_dir, 'eval_*.json')):
+      shutil.copy(path, VAE_OUT)
   os.makedirs(OUT, exist_ok=True)
   if args.sweep_dir:
     for name in ('results.json', 'results.csv'):
@@ -125,10 +163,10 @@ def main() -> None:
     figures(results, args.sweep_dir)
   with open(PAGE) as f:
     page = f.read()
-  head, rest = page.split(BEGIN)
-  _, tail = rest.split(END)
+  page = replace_between(page, BEGIN, END, table(results))
+  page = replace_between(page, VAE_BEGIN, VAE_END, vae_table())
   with open(PAGE, 'w') as f:
-    f.write(f'{head}{BEGIN}\n{table(results)}\n{END}{tail}')
+    f.write(page)
 
 
 if __name__ == '__main__':
