@@ -355,15 +355,14 @@ def _check_free_space(
 def _disk_full_message(
   manager: ocp.CheckpointManager,
   step: int | None,
-  free: int | None = None,
+  free: int,
   needed: int | None = None,
 ) -> str:
   mb = 1 << 20
   latest = manager.latest_step()
-  room = '' if free is None else f' ({free / mb:.1f} MB free'
+  room = f'{free / mb:.1f} MB free'
   if needed is not None:
     room += f', a checkpoint needs about {needed / mb:.1f} MB'
-  room += ')' if room else ''
   what = 'the checkpoint' if step is None else f'the checkpoint of step {step}'
   if latest is None:
     kept = 'no checkpoint was written yet. Free some space and start again.'
@@ -372,7 +371,9 @@ def _disk_full_message(
       f'the last good checkpoint (step {latest}) is kept. Free some space'
       ' and run the same command to resume from it.'
     )
-  return f'Disk full: no room for {what} in {manager.directory}{room}; {kept}'
+  return (
+    f'Disk full: no room for {what} in {manager.directory} ({room}); {kept}'
+  )
 
 
 def is_disk_full(e: BaseException) -> bool:
