@@ -117,16 +117,14 @@ def figures(results: dict, sweep_dir: str) -> None:
       se = [cell['steps'][s][metric]['se'] or 0.0 for s in steps]
       style = '-' if weight else '--'
       label = f'{schedule}, w={weight:g}'
-      line = ax.errorbar(x, mean, yerr=se, fmt=style, capsize=3, label=label)
-      del line
+      ax.errorbar(x, mean, yerr=se, fmt=style, capsize=3, label=label)
     ax.set_xlabel('D steps')
     ax.set_ylabel(metric.replace('_', ' '))
     ax.set_yscale('log')
   axes[0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(OUT, 'curves.png'), dpi=100)
-  for (schedule, weight, d_steps), cell in cells(results):
-    del schedule
+  for (_, weight, d_steps), cell in cells(results):
     run = next(
       (
         d
