@@ -139,6 +139,46 @@ def test_arms_are_crossed_with_the_axes_they_do_not_fix(tmp_path):
   assert runs[3].num_steps == 2
 
 
+def _fake_finished_run(directory: str, name: str, fid: float) -> None:
+  """A run's workdir as a finished run leaves it: DONE and its last eval."""
+  os.makedirs(os.path.join(directory, name))
+  with open(os.path.join(directory, name, sweep.DONE), 'w') as f:
+    f.write('{}\n')
+  with open(os.path.join(directory, name, 'eval_2.json'), 'w') as f:
+    json.dump({'metrics': {'fid': fid}}, f)
+
+
+def test_a_later_command_with_fewer_arms_adds_to_the_table(capsys, tmp_path):
+  """The table keeps the finished runs of earlier commands in the same
+  directory (runs.json), instead of holding only the last command's."""
+  args = [f'--config={CONFIG}', f'--root={tmp_path}', '--name=s']
+  args += ['--set', 'run.num_steps=2', '--axis', 'seed=0,1']
+  directory = str(tmp_path / 's')
+  values = {'reg_weight=0': (3.0, 5.0), 'reg_weight=5': (2.0, 8.0)}
+  for cell, fids in values.items():
+    for seed, fid in enumerate(fids):
+      _fake_finished_run(directory, f'{cell},seed={seed}', fid)
+
+  for arms in ('[{"reg_weight": 0}]', '[{"reg_weight": 5}]'):
+    code, out, err = in_process(capsys, *args, '--arms', arms, '--collect_only')
+    assert code == 0, out + err
+  assert '4/4 runs done (2 from earlier commands)' in out, out
+  with open(os.path.join(directory, 'results.json')) as f:
+    table = json.load(f)
+  got = {c['cell']: c['steps']['2']['fid'] for c in table['cells']}
+  assert set(got) == set(values)
+  for cell, fids in values.items():
+    assert got[cell]['mean'] == pytest.approx(np.mean(fids))
+    assert got[cell]['n'] == 2
+
+  # A damaged index is refused with its path and what to do.
+  with open(os.path.join(directory, sweep.RUNS_INDEX), 'w') as f:
+    f.write('{"runs": [')
+  code, out, err = in_process(capsys, *args, '--collect_only')
+  assert code == 2
+  assert sweep.RUNS_INDEX in err and 'delete it' in err, err
+
+
 def test_summarize():
   s = sweep.summarize([1.0, 2.0, 4.0])
   assert s['n'] == 3

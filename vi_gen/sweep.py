@@ -27,7 +27,10 @@ refuses to resume a workdir whose experiment fields changed). The table,
 `results.json` and `results.csv` under `<root>/<name>`, holds per cell (the
 overrides minus the seed), evaluation step and metric the mean, standard
 error (std with ddof=1 over sqrt(n); n = 1 gives NaN) and n over the
-finished runs only; failed runs are listed, never averaged.
+finished runs only; failed runs are listed, never averaged. It covers
+every run the directory has held (`runs.json` lists them), so a later
+command with fewer arms or seeds (`--arms`, a narrower `--axis`) adds to
+the table instead of replacing it; delete the directory to start afresh.
 
 This module knows the command line of `vi_gen.main`, the config files (to
 validate overrides) and the `eval_<step>.json` files; it must not import
@@ -64,6 +67,7 @@ SEED = 'seed'  # The axis that results are averaged over.
 DONE = 'DONE'
 FAILED = 'FAILED'
 LOG = 'log.txt'
+RUNS_INDEX = 'runs.json'  # Every run the sweep directory has held.
 
 
 class SweepError(ValueError):
@@ -496,6 +500,55 @@ def run_all(
 # ------------------------------------------------------------------ results
 
 
+def with_earlier_runs(sweep: Sweep, runs: Sequence[Run]) -> list[Run]:
+  """`runs` followed by the runs of earlier commands in the same sweep
+  directory that `runs` does not hold; records the union in `runs.json`.
+
+  Raises:
+    SweepError: `runs.json` exists but cannot be read (the message names
+      it and says what to do).
+  """
+  path = os.path.join(sweep.directory, RUNS_INDEX)
+  known: dict[str, dict] = {}
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        known = {entry['name']: entry for entry in json.load(f)['runs']}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise SweepError(
+        f'cannot read {path} ({e}): it lists the runs of earlier commands'
+        ' for the table; restore it, or delete it to tabulate only this'
+        " command's runs."
+      ) from e
+  earlier = [
+    Run(
+      index=-1,
+      name=entry['name'],
+      overrides=entry['overrides'],
+      workdir=os.path.join(sweep.directory, entry['name']),
+      command=[],
+      num_steps=entry['num_steps'],
+      eval_every_steps=entry['eval_every_steps'],
+    )
+    for name, entry in known.items()
+    if name not in {run.name for run in runs}
+  ]
+  for run in runs:
+    known[run.name] = {
+      'name': run.name,
+      'overrides': run.overrides,
+      'num_steps': run.num_steps,
+      'eval_every_steps': run.eval_every_steps,
+    }
+  os.makedirs(sweep.directory, exist_ok=True)
+  temporary = f'{path}.{os.getpid()}'  # Array tasks write it concurrently.
+  with open(temporary, 'w') as f:
+    json.dump({'runs': list(known.values())}, f, indent=1)
+    f.write('\n')
+  os.replace(temporary, path)
+  return [*runs, *earlier]
+
+
 def _eval_files(workdir: str) -> dict[int, dict[str, float]]:
   """{step: {metric: value}} of the run's eval_<step>.json files; null
   (JSON's NaN) becomes NaN."""
@@ -874,6 +927,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     sweep, args = parse_args(sys.argv[1:] if argv is None else argv)
     runs = expand(sweep)
+    if not (args.print_commands or args.write_commands):
+      table_runs = with_earlier_runs(sweep, runs)
   except SweepError as e:
     print(f'vi_gen.sweep: error: {e}', file=sys.stderr)
     return 2
@@ -909,11 +964,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   if not args.collect_only:
     run_all(runs_to_do, max(1, args.parallel), args.retry_failed)
-  results = collect(sweep, runs)
+  results = collect(sweep, table_runs)
   json_path, csv_path = write_results(sweep.directory, results)
+  earlier = len(table_runs) - len(runs)
   print(
-    f'{results["num_done"]}/{len(runs)} runs done, {len(results["failed"])}'
-    f' failed; table: {json_path}, {csv_path}'
+    f'{results["num_done"]}/{len(table_runs)} runs done'
+    + (f' ({earlier} from earlier commands)' if earlier else '')
+    + f', {len(results["failed"])} failed; table: {json_path}, {csv_path}'
   )
   for failure in results['failed']:
     print(f'  failed: {failure["run"]}: {failure["error"]}')
@@ -921,7 +978,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(results))
   if args.run_index is not None:
     return 0 if status(runs[args.run_index]) == 'done' else 1
-  return 0 if results['num_done'] == len(runs) else 1
+  return 0 if all(status(run) == 'done' for run in runs) else 1
 
 
 if __name__ == '__main__':
