@@ -119,10 +119,14 @@ def check_finite(
       `extras`, which may hold NaN on purpose) holds NaN or inf. The
       metrics alone miss the arrays that no metric summarizes.
   """
-  stacked = jax.device_get(pending)
+  # Stacked on the device first: one read per metric, not per iteration.
+  metric_names = list(pending[0]) if pending else []
+  stacked = jax.device_get(
+    {name: jnp.stack([m[name] for m in pending]) for name in metric_names}
+  )
   summary, broken = {}, []
-  for name in stacked[0] if stacked else ():
-    values = np.asarray([m[name] for m in stacked], np.float64)
+  for name in metric_names:
+    values = np.asarray(stacked[name], np.float64)
     if np.all(np.isfinite(values)):
       summary[name] = float(values.mean())
     else:
