@@ -1,17 +1,22 @@
-r"""The tables of docs/results/ali.md from the ALI sweep's result files.
+r"""The tables of docs/results/ali.md from the ALI sweeps' result files.
 
-  # Copy the finished (or partial) sweep's table and pictures, then render:
+  # Copy a finished (or partial) sweep's table and pictures, then render:
   python docs/results/ali/make_table.py --sweep_dir=runs/sweeps/ali_ring8
-  # Only render, from the committed docs/results/ali/results.json:
-  python docs/results/ali/make_table.py
+  python docs/results/ali/make_table.py --study=mnist \
+      --sweep_dir=runs/sweeps/ali_mnist
+  # Only render, from the committed result files:
+  python docs/results/ali/make_table.py [--study=mnist]
 
-The tables replace the text between `<!-- ali-tables:begin -->` and
-`<!-- ali-tables:end -->` in docs/results/ali.md, so every number there
-comes from `docs/results/ali/results.json` (the sweep's own table: mean,
-s.e. and n per cell, evaluation step and metric).
+Each study's tables replace the text between its markers in
+docs/results/ali.md (`<!-- ali-tables:begin -->` ... for ring8,
+`<!-- ali-mnist-tables:begin -->` ... for MNIST), so every number there
+comes from the committed copy of the sweep's own table
+(`results.json` resp. `mnist_results.json`: mean, s.e. and n per cell,
+evaluation step and metric).
 """
 
 import argparse
+import dataclasses
 import glob
 import json
 import math
@@ -20,18 +25,50 @@ import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE = os.path.join(os.path.dirname(HERE), 'ali.md')
-BEGIN, END = '<!-- ali-tables:begin -->', '<!-- ali-tables:end -->'
-# The columns, in order (the evaluation also writes s.e.s and bandwidths).
-ORDER = (
-  'modes',
-  'high_quality',
-  'reverse_kl',
-  'reconstruction_mse',
-  'latent_mmd2',
-)
-# Pictures copied from seed 0 of each cell at its last step.
-PICTURES = ('samples', 'latents')
-FIG_BEGIN, FIG_END = '<!-- ali-figures:begin -->', '<!-- ali-figures:end -->'
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """Where one sweep's files go and what its tables show."""
+
+  prefix: str  # Of the committed files: '' or 'mnist_'.
+  markers: str  # '<!-- {markers}-tables:begin -->' and ...-figures...
+  columns: tuple[str, ...]  # In order (the evaluation writes more).
+  curve: str  # The metric shown over training.
+  curve_title: str
+  pictures: tuple[str, ...]  # Copied from seed 0 of each cell, last step.
+
+  def file(self, name: str) -> str:
+    return os.path.join(HERE, self.prefix + name)
+
+  def marker(self, kind: str, end: str) -> str:
+    return f'<!-- {self.markers}-{kind}:{end} -->'
+
+
+STUDIES = {
+  'ring8': Study(
+    prefix='',
+    markers='ali',
+    columns=(
+      'modes',
+      'high_quality',
+      'reverse_kl',
+      'reconstruction_mse',
+      'latent_mmd2',
+    ),
+    curve='modes',
+    curve_title='Modes captured (of 8)',
+    pictures=('samples', 'latents'),
+  ),
+  'mnist': Study(
+    prefix='mnist_',
+    markers='ali-mnist',
+    columns=('mnist_fid', 'mnist_kid', 'reconstruction_mse', 'latent_mmd2'),
+    curve='mnist_fid',
+    curve_title='MNIST-FID',
+    pictures=('samples', 'reconstructions'),
+  ),
+}
 
 
 def arm_label(overrides: dict) -> str:
@@ -72,17 +109,17 @@ def fmt(summary: dict | None) -> str:
   return f'{mean:.3g} ± {se:.2g} (n={n})'
 
 
-def metric_names(cells: list[dict]) -> list[str]:
+def metric_names(cells: list[dict], columns: tuple[str, ...]) -> list[str]:
   names = set()
   for cell in cells:
     for metrics in cell['steps'].values():
       names.update(metrics)
-  return [m for m in ORDER if m in names]
+  return [m for m in columns if m in names]
 
 
-def table(results: dict, step: str | None = None) -> str:
+def table(results: dict, study: Study) -> str:
   cells = results['cells']
-  names = metric_names(cells)
+  names = metric_names(cells, study.columns)
   lines = [
     '| arm | step | ' + ' | '.join(names) + ' |',
     '|---|---|' + '---|' * len(names),
@@ -92,7 +129,7 @@ def table(results: dict, step: str | None = None) -> str:
     if not steps:
       lines.append(f'| {arm_label(cell["overrides"])} | (no run done) |')
       continue
-    at = step if step in cell['steps'] else steps[-1]
+    at = steps[-1]
     metrics = cell['steps'][at]
     row = [arm_label(cell['overrides']), at]
     row += [fmt(metrics.get(m)) for m in names]
@@ -120,7 +157,7 @@ def curve_table(results: dict, metric: str) -> str:
   return '\n'.join(lines)
 
 
-def render(results: dict) -> str:
+def render(results: dict, study: Study) -> str:
   done, total = results['num_done'], results['num_runs']
   parts = [
     f'Runs finished: {done} of {total}'
@@ -134,22 +171,22 @@ def render(results: dict) -> str:
     '',
     '**At the last evaluation** (mean ± s.e. over seeds, n = seeds):',
     '',
-    table(results),
+    table(results, study),
     '',
-    '**Modes captured (of 8) over training** (means):',
+    f'**{study.curve_title} over training** (means):',
     '',
-    curve_table(results, 'modes'),
+    curve_table(results, study.curve),
   ]
   return '\n'.join(parts)
 
 
-def collect(sweep_dir: str) -> None:
+def collect(sweep_dir: str, study: Study) -> None:
   for name in ('results.json', 'results.csv'):
-    shutil.copy(os.path.join(sweep_dir, name), os.path.join(HERE, name))
+    shutil.copy(os.path.join(sweep_dir, name), study.file(name))
   progress = os.path.normpath(sweep_dir) + '.out'
   if os.path.exists(progress):
-    shutil.copy(progress, os.path.join(HERE, 'sweep.out'))
-  with open(os.path.join(HERE, 'results.json')) as f:
+    shutil.copy(progress, study.file('sweep.out'))
+  with open(study.file('results.json')) as f:
     results = json.load(f)
   for cell in results['cells']:
     if 0 not in cell['seeds']:
@@ -157,21 +194,26 @@ def collect(sweep_dir: str) -> None:
     run = os.path.join(sweep_dir, cell['cell'] + ',seed=0')
     if not cell['cell']:
       run = os.path.join(sweep_dir, 'seed=0')
-    for picture in PICTURES:
+    for picture in study.pictures:
       files = sorted(glob.glob(os.path.join(run, picture, 'step_*.png')))
       if files:
-        out = f'{picture}_{slug(cell["overrides"])}.png'
-        shutil.copy(files[-1], os.path.join(HERE, out))
+        shutil.copy(files[-1], picture_path(study, picture, cell))
 
 
-def figures(results: dict) -> str:
+def picture_path(study: Study, picture: str, cell: dict) -> str:
+  return study.file(f'{picture}_{slug(cell["overrides"])}.png')
+
+
+def figures(results: dict, study: Study) -> str:
   """A Markdown table of the committed pictures, one row per cell."""
-  lines = ['| arm | ' + ' | '.join(PICTURES) + ' |', '|---|' + '---|' * 2]
+  header = '| arm | ' + ' | '.join(study.pictures) + ' |'
+  lines = [header, '|---|' + '---|' * len(study.pictures)]
   for cell in results['cells']:
     row = [arm_label(cell['overrides'])]
-    for picture in PICTURES:
-      name = f'{picture}_{slug(cell["overrides"])}.png'
-      exists = os.path.exists(os.path.join(HERE, name))
+    for picture in study.pictures:
+      path = picture_path(study, picture, cell)
+      name = os.path.basename(path)
+      exists = os.path.exists(path)
       row.append(f'![{picture}](ali/{name})' if exists else '(none)')
     lines.append('| ' + ' | '.join(row) + ' |')
   return '\n'.join(lines)
@@ -183,11 +225,17 @@ def replace(page: str, begin: str, end: str, text: str) -> str:
   return f'{head}{begin}\n{text}\n{end}{tail}'
 
 
-def write_page(results: dict) -> None:
+def write_page(results: dict, study: Study) -> None:
   with open(PAGE) as f:
     page = f.read()
-  page = replace(page, BEGIN, END, render(results))
-  page = replace(page, FIG_BEGIN, FIG_END, figures(results))
+  for kind, text in (
+    ('tables', render(results, study)),
+    ('figures', figures(results, study)),
+  ):
+    begin, end = study.marker(kind, 'begin'), study.marker(kind, 'end')
+    if begin not in page or end not in page:
+      raise SystemExit(f'{PAGE} has no {begin} ... {end} section.')
+    page = replace(page, begin, end, text)
   with open(PAGE, 'w') as f:
     f.write(page)
 
@@ -195,13 +243,15 @@ def write_page(results: dict) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--sweep_dir', help='runs/sweeps/<name> to copy from')
+  parser.add_argument('--study', choices=sorted(STUDIES), default='ring8')
   args = parser.parse_args()
+  study = STUDIES[args.study]
   if args.sweep_dir:
-    collect(args.sweep_dir)
-  with open(os.path.join(HERE, 'results.json')) as f:
+    collect(args.sweep_dir, study)
+  with open(study.file('results.json')) as f:
     results = json.load(f)
-  write_page(results)
-  print(render(results))
+  write_page(results, study)
+  print(render(results, study))
 
 
 if __name__ == '__main__':
