@@ -113,7 +113,7 @@ def fallback_config(model: str, preset: str) -> AttrDict:
     'split': 'train',
     'image_size': 28 if mnist else 64,
     'crop_size': 108,
-    'resize': 'bicubic',
+    'resize': 'bicubic_tf1',
     'shuffle_buffer': 10_000,
   }
   config = {

@@ -415,3 +415,26 @@ def test_iwae_with_log_weights_far_below_zero():
   )
   np.testing.assert_allclose(np.asarray(bounds.iwae), offset, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(bounds.elbo), offset, rtol=1e-6)
+
+
+@pytest.mark.parametrize('covariance_type', ['full', 'diag'])
+def test_float32_em_on_a_thin_component_far_from_the_others(covariance_type):
+  """FAULT: NaN. A covariance taken as E[(x-c)(x-c)^T] - (mu-c)(mu-c)^T
+  cancels in float32 when a component is thin (std 0.01 along one axis)
+  and far (30 std of the data) from the centre c: the difference is no
+  longer positive definite, and its Cholesky factor is NaN. Centred
+  residuals keep float32 finite and on float64's curve."""
+  rng = np.random.default_rng(0)
+  widths = np.array([[1.0, 1.0, 1.0], [1.0, 0.01, 1.0], [0.5, 0.5, 0.5]])
+  centres = np.array([[0.0, 0.0, 0.0], [300.0, -200.0, 100.0], [5.0, 5, 5]])
+  labels = np.arange(3000) % 3
+  x = centres[labels] + widths[labels] * rng.normal(size=(3000, 3))
+  with jax.enable_x64(True):
+    init = gmm.init_from_data(
+      jax.random.key(0), jnp.asarray(x), 3, covariance_type
+    )
+    _, curve = gmm.fit(jnp.asarray(x), init, 30)
+  init32 = gmm.GMMParams(*(np.asarray(a, np.float32) for a in init))
+  _, curve32 = gmm.fit(jnp.asarray(x, jnp.float32), init32, 30)
+  assert np.all(np.isfinite(np.asarray(curve32)))
+  np.testing.assert_allclose(curve32[-1], curve[-1], atol=1e-3)

@@ -66,88 +66,37 @@ def covariance_type_of(params: GMMParams) -> CovarianceType:
   )
 
 
-class _Moments(NamedTuple):
-  """Per-point features whose responsibility-weighted sums are the M-step.
+def _log_joint(params: GMMParams, x: Array) -> Array:
+  """log q(x_n, z=k) = log w_k + log N(x_n; mu_k, Sigma_k), shape [N, K].
 
-  About `centre` (the data mean), so that float32 keeps its digits when the
-  data sit far from the origin. One [K, N] @ [N, F] product then gives every
-  component's count, mean and covariance; the Python-level alternative (a
-  residual x - mu_k per component, [K, N, D]) ran 5-10x slower on XLA:CPU.
-
-  Attributes:
-    centre: The data mean, shape [D].
-    features: Shape [N, F]: per point vec((x-c)(x-c)^T) ([D*D], full) or
-      (x-c)^2 ([D], diag), then x - c ([D]), then 1.
+  The Mahalanobis distance is the squared norm of the residual whitened by
+  L_k^-1 (Sigma_k = L_k L_k^T), as scikit-learn computes it, one component
+  at a time (`lax.map`): XLA:CPU ran the batched float64 product
+  [N, D] @ [D, K*D] 6x slower at D = 16 (float32 alike either way).
   """
-
-  centre: Array
-  features: Array
-
-
-def _moments(x: Array, covariance_type: CovarianceType) -> _Moments:
-  n, d = x.shape
-  centre = jnp.mean(x, axis=0)
-  xc = x - centre
-  if covariance_type == 'full':
-    second = (xc[:, :, None] * xc[:, None, :]).reshape(n, d * d)
-  elif covariance_type == 'diag':
-    second = xc * xc
-  else:
-    raise ValueError(f'Unknown covariance_type {covariance_type!r}.')
-  ones = jnp.ones((n, 1), x.dtype)
-  return _Moments(centre, jnp.concatenate([second, xc, ones], axis=1))
-
-
-def _mahalanobis(params: GMMParams, moments: _Moments) -> tuple[Array, Array]:
-  """(x_n - mu_k)^T Sigma_k^-1 (x_n - mu_k), shape [N, K], and log|Sigma_k|.
-
-  Float32 whitens the residuals with the inverse Cholesky factor L_k^-1 (as
-  scikit-learn does): accurate, and one [N, D] @ [D, K*D] product. XLA:CPU
-  runs that product 10-20x slower in float64 (a 16-wide contraction), so
-  float64 expands the quadratic form instead, one [N, F] @ [F, K] product
-  with the `_moments` features; its cancellation costs digits that float64
-  has to spare and float32 has not.
-  """
-  features = moments.features
-  d = moments.centre.shape[0]
-  xc = features[:, -d - 1 : -1]  # x - c.
-  mc = params.means - moments.centre  # mu - c, [K, D].
-  full = covariance_type_of(params) == 'full'
-  if full:
+  d = x.shape[-1]
+  if covariance_type_of(params) == 'full':
     chol = cholesky(params.covariances, lower=True)
     eye = jnp.broadcast_to(jnp.eye(d, dtype=chol.dtype), chol.shape)
     whiten = solve_triangular(chol, eye, lower=True)  # L^-1, [K, D, D].
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, 0, 1, 2)), axis=-1)
+
+    def whitened(residual: Array, w: Array) -> Array:
+      return residual @ w.T
+
   else:
     whiten = jax.lax.rsqrt(params.covariances)  # [K, D].
     log_det = jnp.sum(jnp.log(params.covariances), axis=-1)
-  if features.dtype == jnp.float64:
-    # (x-c)^T P (x-c) - 2 (x-c)^T P (mu-c) + (mu-c)^T P (mu-c), P = Sigma^-1.
-    if full:
-      precision = jnp.einsum('kdi,kdj->kij', whiten, whiten)
-      pm = jnp.einsum('kij,kj->ki', precision, mc)
-    else:
-      precision = whiten * whiten
-      pm = precision * mc
-    weights = [
-      precision.reshape(len(mc), -1),
-      -2.0 * pm,
-      jnp.sum(pm * mc, axis=-1, keepdims=True),
-    ]
-    return features @ jnp.concatenate(weights, axis=1).T, log_det
-  if full:
-    z = jnp.einsum('nd,ked->nke', xc, whiten) - jnp.einsum(
-      'kd,ked->ke', mc, whiten
-    )
-  else:
-    z = (xc[:, None, :] - mc[None]) * whiten[None]
-  return jnp.sum(z * z, axis=-1), log_det
 
+    def whitened(residual: Array, w: Array) -> Array:
+      return residual * w
 
-def _log_joint(params: GMMParams, moments: _Moments) -> Array:
-  """log q(x_n, z=k) = log w_k + log N(x_n; mu_k, Sigma_k), shape [N, K]."""
-  d = moments.centre.shape[0]
-  maha, log_det = _mahalanobis(params, moments)
+  def mahalanobis(component: tuple[Array, Array]) -> Array:
+    mean, w = component
+    z = whitened(x - mean, w)
+    return jnp.sum(z * z, axis=-1)
+
+  maha = jax.lax.map(mahalanobis, (params.means, whiten)).T
   log_norm = jnp.log(params.weights) - 0.5 * (
     d * math.log(2 * math.pi) + log_det
   )
@@ -166,11 +115,6 @@ def _posterior(log_joint: Array) -> tuple[Array, Array]:
   return unnormalised / total, (peak + jnp.log(total))[:, 0]
 
 
-def _data_moments(params: GMMParams, x: Array) -> _Moments:
-  x = jnp.asarray(x)
-  return _moments(x, covariance_type_of(params))
-
-
 @jax.jit
 def log_likelihood(params: GMMParams, x: Array) -> Array:
   """Per-point log q(x) = logsumexp_k (log w_k + log N(x; mu_k, Sigma_k)).
@@ -184,7 +128,7 @@ def log_likelihood(params: GMMParams, x: Array) -> Array:
   Returns:
     log q(x_n), shape [N].
   """
-  return _posterior(_log_joint(params, _data_moments(params, x)))[1]
+  return _posterior(_log_joint(params, jnp.asarray(x)))[1]
 
 
 @jax.jit
@@ -200,40 +144,7 @@ def e_step(params: GMMParams, x: Array) -> Array:
   Returns:
     Responsibilities p(z=k|x_n), shape [N, K]; each row sums to 1.
   """
-  return _posterior(_log_joint(params, _data_moments(params, x)))[0]
-
-
-def _maximise(
-  responsibilities: Array,
-  moments: _Moments,
-  covariance_type: CovarianceType,
-  ridge: float | Array,
-) -> GMMParams:
-  """The M-step from the `_moments` features (see `m_step`)."""
-  centre = moments.centre
-  d = centre.shape[0]
-  sums = responsibilities.astype(centre.dtype).T @ moments.features  # [K, F]
-  counts, sx = sums[:, -1], sums[:, -d - 1 : -1]  # sum r, sum r (x - c).
-  # As in scikit-learn, a tiny floor keeps an empty component's mean finite
-  # (it becomes 0, not the centre).
-  nk = counts + 10 * jnp.finfo(centre.dtype).eps
-  weights = nk / jnp.sum(nk)
-  means = (sx + counts[:, None] * centre) / nk[:, None]
-  mc = means - centre
-  # sum r (x - mu)(x - mu)^T, expanded about c, divided by the floored N_k.
-  if covariance_type == 'full':
-    cross = mc[:, :, None] * sx[:, None, :]
-    second = sums[:, : -d - 1].reshape(-1, d, d)
-    second = second - cross - jnp.swapaxes(cross, -1, -2)
-    second = second + counts[:, None, None] * mc[:, :, None] * mc[:, None, :]
-    cov = second / nk[:, None, None]
-    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
-    cov = cov + ridge * jnp.eye(d, dtype=centre.dtype)
-  else:
-    second = sums[:, : -d - 1] - 2 * mc * sx + counts[:, None] * mc * mc
-    # The expansion can round below 0 in float32.
-    cov = jnp.maximum(second / nk[:, None], 0.0) + ridge
-  return GMMParams(weights, means, cov.astype(centre.dtype))
+  return _posterior(_log_joint(params, jnp.asarray(x)))[0]
 
 
 @functools.partial(jax.jit, static_argnames='covariance_type')
@@ -262,9 +173,38 @@ def m_step(
   Raises:
     ValueError: an unknown `covariance_type`.
   """
+  if covariance_type not in ('full', 'diag'):
+    raise ValueError(f'Unknown covariance_type {covariance_type!r}.')
   x = jnp.asarray(x)
-  moments = _moments(x, covariance_type)
-  return _maximise(responsibilities, moments, covariance_type, ridge)
+  resp = jnp.asarray(responsibilities, x.dtype)
+  n, d = x.shape
+  # Counts and sums in one product (a sum over N of [N, K] is slow on
+  # XLA:CPU). As in scikit-learn, a tiny floor keeps an empty component's
+  # mean finite (it becomes 0).
+  sums = resp.T @ jnp.concatenate([x, jnp.ones((n, 1), x.dtype)], axis=1)
+  nk = sums[:, -1] + 10 * jnp.finfo(x.dtype).eps
+  weights = nk / jnp.sum(nk)
+  means = sums[:, :-1] / nk[:, None]
+
+  # Centred residuals (rather than E[xx^T] - mu mu^T, which cancels in
+  # float32 and then breaks the Cholesky factorisation of thin components),
+  # one component at a time: XLA:CPU ran the batched form (an einsum over
+  # [K, N, D]) 8x slower at D = 16.
+  def scatter(component: tuple[Array, Array]) -> Array:
+    mean, r = component
+    y = (x - mean) * jnp.sqrt(r)[:, None]
+    if covariance_type == 'full':
+      return y.T @ y
+    return jnp.sum(y * y, axis=0)
+
+  scatters = jax.lax.map(scatter, (means, resp.T))
+  if covariance_type == 'full':
+    cov = scatters / nk[:, None, None]
+    cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+    cov = cov + ridge * jnp.eye(d, dtype=x.dtype)
+  else:
+    cov = scatters / nk[:, None] + ridge
+  return GMMParams(weights, means, cov.astype(x.dtype))
 
 
 @functools.partial(jax.jit, static_argnames='num_iters')
@@ -278,7 +218,6 @@ def fit(
 
   The log-likelihood of the current parameters falls out of each E-step's
   normaliser, so the curve is free except for one extra evaluation at the end.
-  The per-point features of the M-step (`_moments`) are computed once.
 
   Args:
     x: Data, shape [N, D], float32 or float64; `init` is cast to its dtype.
@@ -297,15 +236,14 @@ def fit(
   x = jnp.asarray(x)
   covariance_type = covariance_type_of(init)
   init = GMMParams(*(jnp.asarray(a, x.dtype) for a in init))
-  moments = _moments(x, covariance_type)
 
   def em_iteration(params: GMMParams, _) -> tuple[GMMParams, Array]:
-    resp, log_q_x = _posterior(_log_joint(params, moments))  # E, eq. (11).
-    new_params = _maximise(resp, moments, covariance_type, ridge)  # Eq. (8).
+    resp, log_q_x = _posterior(_log_joint(params, x))  # E-step, eq. (11).
+    new_params = m_step(x, resp, covariance_type, ridge)  # M-step, eq. (8).
     return new_params, jnp.mean(log_q_x)
 
   params, curve = jax.lax.scan(em_iteration, init, length=num_iters)
-  final = jnp.mean(_posterior(_log_joint(params, moments))[1])
+  final = jnp.mean(log_likelihood(params, x))
   return params, jnp.concatenate([curve, final[None]])
 
 
