@@ -520,6 +520,7 @@ def with_earlier_runs(sweep: Sweep, runs: Sequence[Run]) -> list[Run]:
         ' for the table; restore it, or delete it to tabulate only this'
         " command's runs."
       ) from e
+  current = {run.name for run in runs}
   earlier = [
     Run(
       index=-1,
@@ -531,7 +532,7 @@ def with_earlier_runs(sweep: Sweep, runs: Sequence[Run]) -> list[Run]:
       eval_every_steps=entry['eval_every_steps'],
     )
     for name, entry in known.items()
-    if name not in {run.name for run in runs}
+    if name not in current
   ]
   for run in runs:
     known[run.name] = {
