@@ -8,6 +8,10 @@ once with `flax.linen.ConvTranspose` / `flax.linen.Conv` and once with
 speed-ups and the largest difference between the two results (loss and
 gradients), relative to the largest entry of the flax results.
 
+Then, for the transposed convolution of each generator layer, times the
+two forms `vi_gen.layers` chooses between (four stride-1 convolutions, or
+one matrix product and shifted sums, "col2im") side by side.
+
 Usage, from the repository root:
   python -m benchmarks.conv_bench [--batch 64] [--repeats 3] [--quick]
 """
@@ -160,6 +164,41 @@ def main() -> None:
         f'{naive_time / fast_time:>9.1f}x{diff:>12.1e}',
         flush=True,
       )
+  compare_transposed_forms(batch, repeats)
+
+
+def compare_transposed_forms(batch: int, repeats: int) -> None:
+  """Forward + backward time of `_phase_conv` and `_col2im_conv` on each
+  generator layer's shapes ([N, H, W, C] -> [N, 2H, 2W, F], 5x5)."""
+  print(
+    f'{"transposed conv":<26}{"phase":>10}{"col2im":>10}{"col2im/phase":>14}'
+  )
+  rng = np.random.default_rng(1)
+  for g_kwargs, _, _ in STACKS.values():
+    size = g_kwargs['base'][0]
+    channels = (g_kwargs['base'][2], *g_kwargs['features'])
+    for c, f in zip(channels[:-1], channels[1:], strict=True):
+      x = jnp.asarray(rng.normal(size=(batch, size, size, c)), jnp.float32)
+      kernel = jnp.asarray(rng.normal(size=(5, 5, c, f)), jnp.float32)
+      probe = jnp.asarray(
+        rng.normal(size=(batch, 2 * size, 2 * size, f)), jnp.float32
+      )
+      times = []
+      for form in (layers._phase_conv, layers._col2im_conv):
+
+        def loss(x, kernel, probe, form=form):
+          out_size = probe.shape[1:3]
+          return jnp.sum(form(x, kernel, (3, 3), out_size) * probe)
+
+        step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        times.append(_time(step, x, kernel, probe, repeats=repeats)[0])
+      shape = f'{size}x{size}x{c}->{2 * size}x{2 * size}x{f}'
+      print(
+        f'{shape:<26}{times[0]:>10.4f}{times[1]:>10.4f}'
+        f'{times[1] / times[0]:>14.2f}',
+        flush=True,
+      )
+      size *= 2
 
 
 if __name__ == '__main__':

@@ -14,7 +14,9 @@ from vi_gen.methods.gan import GAN
 
 TOL = {'atol': 1e-5, 'rtol': 1e-5}
 
-# (kernel_size, height, width, in_channels, features).
+# (kernel_size, height, width, in_channels, features). Transposed
+# convolutions (the 'up' layer, the 'down' layer's input gradient) with at
+# most 4 output channels take the col2im form, the others the phase form.
 CASES = [
   (5, 7, 7, 3, 8),
   (5, 4, 4, 8, 1),
@@ -26,6 +28,7 @@ CASES = [
   (3, 5, 4, 2, 3),
   (2, 3, 3, 2, 2),
   (6, 5, 6, 2, 3),
+  (5, 5, 6, 6, 5),
 ]
 
 
@@ -107,6 +110,46 @@ def test_jit_output_and_grads_match_flax(kind, case):
   assert y_ref.shape[1:3] == expected_size
   assert y.shape == y_ref.shape
   _assert_trees_close((y, grads), (y_ref, ref_grads))
+
+
+@pytest.mark.parametrize('features', [1, 6])
+@pytest.mark.parametrize('out_size', [(8, 6), (7, 5)], ids=str)
+@pytest.mark.parametrize('pad_before', [(1, 2), (3, 3), (4, 0)], ids=str)
+def test_both_forms_equal_the_input_dilated_convolution(
+  features, out_size, pad_before
+):
+  """`_phase_conv` and `_col2im_conv` against the convolution they stand
+  for, XLA's own on the input with zeros between its pixels."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 4, 3, 3)).astype(np.float32)
+  kernel = rng.normal(size=(5, 4, 3, features)).astype(np.float32)
+  # The dilated input has 2n - 1 pixels; the padding after fixes the size.
+  sizes = zip(pad_before, out_size, x.shape[1:3], (5, 4), strict=True)
+  padding = [
+    (before, out - (2 * n - 1) - before + k - 1) for before, out, n, k in sizes
+  ]
+  expected = jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    (1, 1),
+    padding,
+    lhs_dilation=(2, 2),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
+  for form in (layers._phase_conv, layers._col2im_conv):
+    np.testing.assert_allclose(
+      form(x, kernel, pad_before, out_size), expected, **TOL
+    )
+
+
+@pytest.mark.parametrize('features,convolutions', [(4, 0), (5, 4)])
+def test_few_features_take_the_col2im_form(features, convolutions):
+  """Up to 4 output channels: no convolution at all; more: four."""
+  layer = layers.ConvTranspose2x(features, 5)
+  x = jnp.ones((1, 4, 4, 3))
+  params = layer.init(jax.random.key(0), x)
+  program = str(jax.make_jaxpr(layer.apply)(params, x))
+  assert program.count('conv_general_dilated') == convolutions
 
 
 @pytest.mark.parametrize('kind', ['up', 'down'])

@@ -10,10 +10,15 @@ only stride-1 convolutions where the reference dilates its input. The output
 of a stride-2 transposed convolution splits into four phases (row parity,
 column parity); each phase is a stride-1 convolution of the undilated input
 with a sub-kernel made of every other tap of the kernel, and the phases
-interleave back into the 2x output. `ConvTranspose2x` uses this in its
-forward pass (autodiff of it has no dilations either); `Conv2x` keeps the
-usual strided forward pass and uses it for its input gradient, a transposed
-convolution of the output gradient.
+interleave back into the 2x output. Where the transposed convolution has
+few output channels (an image layer: 1 or 3), a convolution with so few
+outputs keeps XLA:CPU's kernels idle, and the layer is instead one matrix
+product of every input pixel with the whole kernel followed by the sum of
+the shifted products ("col2im", as Caffe and PyTorch compute transposed
+convolutions). `ConvTranspose2x` uses this in its forward pass (autodiff of
+it has no dilations either); `Conv2x` keeps the usual strided forward pass
+and uses it for its input gradient, a transposed convolution of the output
+gradient.
 
 Both layers take NHWC inputs with a single batch axis and, like flax's,
 a computation `dtype` (e.g. bfloat16) apart from the `param_dtype` of their
@@ -34,6 +39,12 @@ Initializer = jax.nn.initializers.Initializer
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 _STRIDES = (2, 2)
+# Transposed convolutions with at most this many output channels take the
+# col2im form. On the 2-core CPU (`python -m benchmarks.conv_bench`, batch
+# 64, forward + backward) it took 0.6x the phase form's time with 1 and 3
+# channels (14x14x64 -> 28x28x1, 32x32x64 -> 64x64x3) and 1.3-2.5x with
+# 64 to 256, where its [N*H*W, k*k*F] products outgrow the caches.
+_COL2IM_MAX_FEATURES = 4
 
 
 def _conv(
@@ -129,6 +140,75 @@ def _phase_conv(
   return y[:, : out_size[0], : out_size[1]]
 
 
+def _col2im_conv(
+  x: Array,
+  kernel: Array,
+  pad_before: tuple[int, int],
+  out_size: tuple[int, int],
+) -> Array:
+  """`_phase_conv` as one matrix product and shifted sums.
+
+  Every input pixel times every tap, `cols[n, i, j, s, t] = x[n, i, j] @
+  kernel[s, t]`, is one [N*H*W, C] @ [C, k*k*F] product. Input pixel `i`
+  with tap `s` lands on output `2i + a - s` (`a` = `pad_before`), so
+  output phase `r` sums, over the taps `s` with `a - s - r` even, the
+  products shifted by `(a - s - r) / 2` pixels: zero padding (negative
+  where it crops) does the shift.
+
+  Args:
+    x: NHWC input.
+    kernel: HWIO kernel.
+    pad_before: Padding of the dilated input before rows and before columns.
+    out_size: Output height and width.
+
+  Returns:
+    The NHWC output, of spatial size `out_size`; equal to `_phase_conv`'s.
+  """
+  n, h, w, c = x.shape
+  kh, kw, _, f = kernel.shape
+  taps = kernel.transpose(2, 0, 1, 3).reshape(c, kh * kw * f)
+  cols = (x.reshape(n * h * w, c) @ taps).reshape(n, h, w, kh, kw, f)
+  phase_size = (-(-out_size[0] // 2), -(-out_size[1] // 2))
+  zero = jnp.zeros((), cols.dtype)
+
+  def phase(row: int, col: int) -> Array:
+    total = 0
+    for s in range((pad_before[0] - row) % 2, kh, 2):
+      down = (pad_before[0] - s - row) // 2
+      for t in range((pad_before[1] - col) % 2, kw, 2):
+        right = (pad_before[1] - t - col) // 2
+        total += lax.pad(
+          cols[:, :, :, s, t],
+          zero,
+          (
+            (0, 0, 0),
+            (down, phase_size[0] - h - down, 0),
+            (right, phase_size[1] - w - right, 0),
+            (0, 0, 0),
+          ),
+        )
+    return total
+
+  y = jnp.stack(
+    [jnp.stack([phase(row, col) for col in (0, 1)], axis=3) for row in (0, 1)],
+    axis=2,
+  )  # [N, H', 2, W', 2, F], as in `_phase_conv`.
+  y = y.reshape(n, 2 * phase_size[0], 2 * phase_size[1], f)
+  return y[:, : out_size[0], : out_size[1]]
+
+
+def _transposed_conv(
+  x: Array,
+  kernel: Array,
+  pad_before: tuple[int, int],
+  out_size: tuple[int, int],
+) -> Array:
+  """`_phase_conv`, or `_col2im_conv` for few output channels."""
+  if kernel.shape[-1] <= _COL2IM_MAX_FEATURES:
+    return _col2im_conv(x, kernel, pad_before, out_size)
+  return _phase_conv(x, kernel, pad_before, out_size)
+
+
 @jax.custom_vjp
 def _strided_conv(x: Array, kernel: Array) -> Array:
   """Stride-2 'SAME' convolution whose input gradient avoids dilations."""
@@ -156,7 +236,7 @@ def _strided_conv_bwd(
   in_size = x.shape[1:3]
   (top, _), (left, _) = lax.padtype_to_pads(in_size, (kh, kw), _STRIDES, 'SAME')
   flipped = kernel[::-1, ::-1].swapaxes(2, 3)
-  grad_x = _phase_conv(g, flipped, (kh - 1 - top, kw - 1 - left), in_size)
+  grad_x = _transposed_conv(g, flipped, (kh - 1 - top, kw - 1 - left), in_size)
   _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, _STRIDES, 'SAME'), kernel)
   (grad_kernel,) = kernel_vjp(g)
   return grad_x, grad_kernel
@@ -217,7 +297,8 @@ class ConvTranspose2x(_Stride2):
   Same output (an NHWC input of size H x W gives 2H x 2W), same parameters
   (`kernel` [k, k, in, features], `bias` [features]) and same initialisation
   as the flax layer with its default `transpose_kernel=False`, but computed
-  as four stride-1 convolutions whose outputs are interleaved, which XLA:CPU
+  as four stride-1 convolutions whose outputs are interleaved (or, for at
+  most 4 features, as one matrix product and shifted sums), which XLA:CPU
   runs many times faster, forward and backward.
   """
 
@@ -228,7 +309,7 @@ class ConvTranspose2x(_Stride2):
     # lax.conv_transpose pads the dilated input by ceil(k / 2) before for
     # 'SAME' with stride 2 (and k > 1); the output size fixes the rest.
     pad_before = -(-self.kernel_size // 2)
-    y = _phase_conv(
+    y = _transposed_conv(
       x, kernel, (pad_before, pad_before), (2 * x.shape[1], 2 * x.shape[2])
     )
     return y if bias is None else y + bias
@@ -242,7 +323,8 @@ class Conv2x(_Stride2):
   initialisation as the flax layer. The forward pass and the kernel gradient
   are the usual ones; the input gradient, which autodiff would compute as a
   dilated convolution that XLA:CPU runs very slowly, is computed by a custom
-  VJP as four stride-1 convolutions whose outputs are interleaved. Reverse
+  VJP as four stride-1 convolutions whose outputs are interleaved (or, for
+  at most 4 input channels, as one matrix product and shifted sums). Reverse
   mode only: `jax.jvp` through this layer is not supported.
   """
 
