@@ -122,20 +122,23 @@ def _phase_conv(
   col_phases = _phase_taps_and_padding(
     pad_before[1], kernel.shape[1], x.shape[2], out_size[1]
   )
-  y = jnp.stack(
+  return _interleave(
     [
-      jnp.stack(
-        [
-          _conv(x, kernel[tr::2, tc::2], (1, 1), (pad_r, pad_c))
-          for tc, pad_c in col_phases
-        ],
-        axis=3,
-      )
+      [
+        _conv(x, kernel[tr::2, tc::2], (1, 1), (pad_r, pad_c))
+        for tc, pad_c in col_phases
+      ]
       for tr, pad_r in row_phases
     ],
-    axis=2,
-  )  # [N, H', 2, W', 2, C]: output pixel (2q + r, 2p + c) at [:, q, r, p, c].
-  n, h, _, w, _, c = y.shape
+    out_size,
+  )
+
+
+def _interleave(phases: list[list[Array]], out_size: tuple[int, int]) -> Array:
+  """The output whose pixel (2q + r, 2p + c) is `phases[r][c][:, q, p]`,
+  cropped to `out_size`."""
+  y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)
+  n, h, _, w, _, c = y.shape  # [N, H', 2, W', 2, C]
   y = y.reshape(n, 2 * h, 2 * w, c)
   return y[:, : out_size[0], : out_size[1]]
 
@@ -189,12 +192,9 @@ def _col2im_conv(
         )
     return total
 
-  y = jnp.stack(
-    [jnp.stack([phase(row, col) for col in (0, 1)], axis=3) for row in (0, 1)],
-    axis=2,
-  )  # [N, H', 2, W', 2, F], as in `_phase_conv`.
-  y = y.reshape(n, 2 * phase_size[0], 2 * phase_size[1], f)
-  return y[:, : out_size[0], : out_size[1]]
+  return _interleave(
+    [[phase(row, col) for col in (0, 1)] for row in (0, 1)], out_size
+  )
 
 
 def _transposed_conv(
