@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vi_gen import layers
+from vi_gen import layers, networks
 
 LATENT_DIM = 100
 
@@ -94,7 +94,10 @@ def _step(model: nn.Module) -> Callable:
   def loss(params, x):
     return jnp.mean(jnp.square(model.apply(params, x)))
 
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+  return jax.jit(
+    jax.value_and_grad(loss, argnums=(0, 1)),
+    compiler_options=networks.compiler_options(),
+  )
 
 
 def _time(fn: Callable, *args, repeats: int) -> tuple[float, object]:
@@ -190,7 +193,10 @@ def compare_transposed_forms(batch: int, repeats: int) -> None:
           out_size = probe.shape[1:3]
           return jnp.sum(form(x, kernel, (3, 3), out_size) * probe)
 
-        step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        step = jax.jit(
+          jax.value_and_grad(loss, argnums=(0, 1)),
+          compiler_options=networks.compiler_options(),
+        )
         times.append(_time(step, x, kernel, probe, repeats=repeats)[0])
       shape = f'{size}x{size}x{c}->{2 * size}x{2 * size}x{f}'
       print(

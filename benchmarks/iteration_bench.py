@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from configs import gan as gan_config
+from vi_gen import networks
 from vi_gen.methods.gan import GAN
 
 
@@ -29,7 +30,11 @@ def time_iteration(preset: str, lowering: str, repeats: int) -> float:
   rng = np.random.default_rng(0)
   batch = rng.uniform(-1, 1, (config.d_steps, config.batch_size, *shape))
   batch = jax.numpy.asarray(batch, jax.numpy.float32)
-  iteration = jax.jit(gan.iteration, donate_argnums=0)
+  iteration = jax.jit(
+    gan.iteration,
+    donate_argnums=0,
+    compiler_options=networks.compiler_options(),
+  )
   state, metrics = iteration(state, batch, jax.random.key(0))  # compile
   jax.block_until_ready(metrics)
   times = []

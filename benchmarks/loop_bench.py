@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from configs import gan as gan_config
-from vi_gen import train
+from vi_gen import networks, train
 from vi_gen.experiment import Experiment
 
 # Steps N per preset: long enough that N steps dwarf the timing noise.
@@ -72,7 +72,11 @@ def bare_seconds(config, steps: int) -> np.ndarray:
   rng = np.random.default_rng(0)
   batch = rng.uniform(-1, 1, shape + method.example_shape)
   batch = jnp.asarray(batch, jnp.float32)
-  iteration = jax.jit(method.iteration, donate_argnums=0)
+  iteration = jax.jit(
+    method.iteration,
+    donate_argnums=0,
+    compiler_options=networks.compiler_options(),
+  )
   state, metrics = iteration(
     method.init(jax.random.key(0)), batch, jax.random.key(0)
   )

@@ -60,7 +60,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vi_gen import gmm, methods, testing  # noqa: E402
+from vi_gen import gmm, methods, networks, testing  # noqa: E402
 
 MODELS = ('gan', 'vae', 'aae', 'ali')
 PRESETS = ('mnist', 'celeba')
@@ -305,13 +305,24 @@ class Iteration:
   flops: float | None
   compile_s: float
   variant: Variant
+  xla_defaults: bool = False  # Compiled without vi_gen's compiler options.
+
+  @property
+  def label(self) -> str:
+    return f'{self.model} (XLA defaults)' if self.xla_defaults else self.model
 
 
 def iteration_variant(
-  model: str, preset: str, batch_size: int, compute_dtype: str, burst: int
+  model: str,
+  preset: str,
+  batch_size: int,
+  compute_dtype: str,
+  burst: int,
+  xla_defaults: bool = False,
 ) -> Iteration:
   """`methods.get(model)(config, shape).iteration`, jitted and donated as
-  train.py does, compiled ahead of time (for its FLOPs) and run once."""
+  train.py does (with `networks.compiler_options()`, unless
+  `xla_defaults`), compiled ahead of time (for its FLOPs) and run once."""
   config = preset_config(model, preset, compute_dtype)
   config.batch_size = batch_size
   shape = EXAMPLE_SHAPES[preset]
@@ -322,8 +333,9 @@ def iteration_variant(
   batch = jnp.asarray(rng.uniform(-1, 1, (k, batch_size, *shape)), jnp.float32)
   key = jax.random.key(1)
   start = time.perf_counter()
+  options = None if xla_defaults else networks.compiler_options()
   compiled = (
-    jax.jit(method.iteration, donate_argnums=0)
+    jax.jit(method.iteration, donate_argnums=0, compiler_options=options)
     .lower(state, batch, key)
     .compile()
   )
@@ -338,6 +350,8 @@ def iteration_variant(
 
   run()  # The first run allocates; not timed.
   name = f'vi_gen {model} {preset} b{batch_size}'
+  if xla_defaults:
+    name += ' (XLA defaults)'
   per_round = max(1, 4 // burst) if preset == 'mnist' else 1
   return Iteration(
     model,
@@ -347,6 +361,7 @@ def iteration_variant(
     _flops(compiled),
     compile_s,
     Variant(name, run, burst=burst, per_round=per_round),
+    xla_defaults,
   )
 
 
@@ -650,6 +665,7 @@ def main() -> None:
   )
   print(f'versions: {_versions(args.torch)}')
   print(f'OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}')
+  print(f'vi_gen compiler options: {networks.compiler_options()}')
   print(f'load average (1/5/15 min) at start: {_load()}')
   print(
     f'timing: {rounds} rounds, variants alternated in a rotated order;'
@@ -681,6 +697,12 @@ def main() -> None:
         )
         iterations.append(it)
         variants.append(it.variant)
+        if model == 'gan' and networks.compiler_options():
+          it = iteration_variant(
+            model, preset, batch_size, args.compute_dtype, burst, True
+          )
+          iterations.append(it)
+          variants.append(it.variant)
   twins = []
   if args.torch:
     import torch
@@ -730,7 +752,7 @@ def main() -> None:
     ],
     [
       (
-        it.model,
+        it.label,
         it.preset,
         it.batch_size,
         _ms(it.variant.best),
@@ -744,13 +766,27 @@ def main() -> None:
     ],
   )
 
+  defaults = {
+    (i.preset, i.batch_size): i.variant for i in iterations if i.xla_defaults
+  }
+  for i in iterations:
+    if i.model == 'gan' and not i.xla_defaults and defaults:
+      other = defaults[(i.preset, i.batch_size)]
+      print(
+        f'GAN {i.preset} b{i.batch_size}: XLA defaults / vi_gen compiler'
+        f' options {other.best / i.variant.best:.2f} (min),'
+        f' {other.median / i.variant.median:.2f} (median)'
+      )
+  if defaults:
+    print()
+
   goals = []
   if twins:
     print('## PyTorch twin of the GAN iteration\n')
     gan = {
       (i.preset, i.batch_size): i.variant
       for i in iterations
-      if i.model == 'gan'
+      if i.model == 'gan' and not i.xla_defaults
     }
     rows = []
     best_ratio = {}

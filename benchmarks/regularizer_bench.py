@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import gan as gan_config
-from vi_gen import players
+from vi_gen import networks, players
 from vi_gen.methods.gan import GAN
 
 
@@ -55,7 +55,11 @@ def make_timer(model: type[GAN], reg_weight: float, preset: str):
   rng = np.random.default_rng(0)
   batch = rng.uniform(-1, 1, (config.d_steps, config.batch_size, *shape))
   batch = jnp.asarray(batch, jnp.float32)
-  iteration = jax.jit(gan.iteration, donate_argnums=0)
+  iteration = jax.jit(
+    gan.iteration,
+    donate_argnums=0,
+    compiler_options=networks.compiler_options(),
+  )
   state = [gan.init(jax.random.key(0))]
   state[0], metrics = iteration(state[0], batch, jax.random.key(0))
   jax.block_until_ready(metrics)  # Compiled.

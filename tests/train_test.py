@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import gan as gan_config
-from vi_gen import checkpoint, errors, experiment, inference, train
+from vi_gen import checkpoint, errors, experiment, inference, networks, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -277,6 +277,17 @@ def test_the_iteration_compiles_once_per_run(tmp_path, monkeypatch):
   config = make_config(num_steps=6)
   state = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 6
+
+
+def test_the_iteration_is_compiled_with_the_platform_options(
+  tmp_path, monkeypatch
+):
+  """The loop passes `networks.compiler_options()` to XLA: an option value
+  that XLA does not know fails the compilation of the first step."""
+  options = {'xla_cpu_experimental_ynn_fusion_type': 'NO_SUCH_TYPE'}
+  monkeypatch.setattr(networks, 'compiler_options', lambda: options)
+  with pytest.raises(jax.errors.JaxRuntimeError, match='NO_SUCH_TYPE'):
+    train.train_and_evaluate(make_config(num_steps=1), str(tmp_path))
 
 
 def test_resume_under_the_other_conv_lowering(tmp_path):

@@ -32,6 +32,7 @@ from vi_gen import (
   errors,
   guards,
   images,
+  networks,
   parallel,
   validation,
 )
@@ -130,6 +131,7 @@ def _train(
     keyed_iteration,
     donate_argnums=0,
     out_shardings=(experiment.replicated, experiment.replicated),
+    compiler_options=networks.compiler_options(),
   )
   evaluator = None
   if config.run.eval_every_steps:
