@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vi_gen import layers, networks
+from vi_gen import compiler, layers
 
 LATENT_DIM = 100
 
@@ -96,7 +96,7 @@ def _step(model: nn.Module) -> Callable:
 
   return jax.jit(
     jax.value_and_grad(loss, argnums=(0, 1)),
-    compiler_options=networks.compiler_options(),
+    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
   )
 
 
@@ -195,7 +195,7 @@ def compare_transposed_forms(batch: int, repeats: int) -> None:
 
         step = jax.jit(
           jax.value_and_grad(loss, argnums=(0, 1)),
-          compiler_options=networks.compiler_options(),
+          compiler_options=compiler.options(compiler.CONVOLUTIONAL),
         )
         times.append(_time(step, x, kernel, probe, repeats=repeats)[0])
       shape = f'{size}x{size}x{c}->{2 * size}x{2 * size}x{f}'

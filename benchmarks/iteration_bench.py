@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from configs import gan as gan_config
-from vi_gen import networks
+from vi_gen import compiler
 from vi_gen.methods.gan import GAN
 
 
@@ -33,7 +33,7 @@ def time_iteration(preset: str, lowering: str, repeats: int) -> float:
   iteration = jax.jit(
     gan.iteration,
     donate_argnums=0,
-    compiler_options=networks.compiler_options(),
+    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
   )
   state, metrics = iteration(state, batch, jax.random.key(0))  # compile
   jax.block_until_ready(metrics)

@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from configs import gan as gan_config
-from vi_gen import networks, train
+from vi_gen import compiler, train
 from vi_gen.experiment import Experiment
 
 # Steps N per preset: long enough that N steps dwarf the timing noise.
@@ -75,7 +75,7 @@ def bare_seconds(config, steps: int) -> np.ndarray:
   iteration = jax.jit(
     method.iteration,
     donate_argnums=0,
-    compiler_options=networks.compiler_options(),
+    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
   )
   state, metrics = iteration(
     method.init(jax.random.key(0)), batch, jax.random.key(0)

@@ -60,7 +60,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vi_gen import gmm, methods, networks, testing  # noqa: E402
+from vi_gen import compiler, gmm, methods, testing  # noqa: E402
 
 MODELS = ('gan', 'vae', 'aae', 'ali')
 PRESETS = ('mnist', 'celeba')
@@ -321,7 +321,7 @@ def iteration_variant(
   xla_defaults: bool = False,
 ) -> Iteration:
   """`methods.get(model)(config, shape).iteration`, jitted and donated as
-  train.py does (with `networks.compiler_options()`, unless
+  train.py does (with the method's `compiler.options`, unless
   `xla_defaults`), compiled ahead of time (for its FLOPs) and run once."""
   config = preset_config(model, preset, compute_dtype)
   config.batch_size = batch_size
@@ -333,7 +333,9 @@ def iteration_variant(
   batch = jnp.asarray(rng.uniform(-1, 1, (k, batch_size, *shape)), jnp.float32)
   key = jax.random.key(1)
   start = time.perf_counter()
-  options = None if xla_defaults else networks.compiler_options()
+  options = (
+    None if xla_defaults else compiler.options(method.cpu_library_fusions)
+  )
   compiled = (
     jax.jit(method.iteration, donate_argnums=0, compiler_options=options)
     .lower(state, batch, key)
@@ -665,7 +667,11 @@ def main() -> None:
   )
   print(f'versions: {_versions(args.torch)}')
   print(f'OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}')
-  print(f'vi_gen compiler options: {networks.compiler_options()}')
+  print(
+    'vi_gen compiler options: convolutional models'
+    f' {compiler.options(compiler.CONVOLUTIONAL)},'
+    f' EM {compiler.options(compiler.MIXTURE)}'
+  )
   print(f'load average (1/5/15 min) at start: {_load()}')
   print(
     f'timing: {rounds} rounds, variants alternated in a rotated order;'
@@ -697,7 +703,7 @@ def main() -> None:
         )
         iterations.append(it)
         variants.append(it.variant)
-        if model == 'gan' and networks.compiler_options():
+        if model == 'gan' and compiler.options(compiler.CONVOLUTIONAL):
           it = iteration_variant(
             model, preset, batch_size, args.compute_dtype, burst, True
           )

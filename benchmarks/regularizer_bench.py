@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import gan as gan_config
-from vi_gen import networks, players
+from vi_gen import compiler, players
 from vi_gen.methods.gan import GAN
 
 
@@ -58,7 +58,7 @@ def make_timer(model: type[GAN], reg_weight: float, preset: str):
   iteration = jax.jit(
     gan.iteration,
     donate_argnums=0,
-    compiler_options=networks.compiler_options(),
+    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
   )
   state = [gan.init(jax.random.key(0))]
   state[0], metrics = iteration(state[0], batch, jax.random.key(0))

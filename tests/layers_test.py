@@ -257,52 +257,6 @@ def test_conv_lowering_per_platform(choice, shape, platform, expected):
   assert networks.resolve_lowering(choice, shape, platform) == expected
 
 
-def _convolutions_in_ynnpack(options) -> int:
-  """Convolutions that XLA:CPU hands to YNNPACK in the compiled forward pass
-  of a phase layer (four stride-1 convolutions, 64 channels), compiled with
-  `options`."""
-  layer = layers.ConvTranspose2x(64, 5)
-  x = jnp.ones((2, 7, 7, 64))
-  params = layer.init(jax.random.key(0), x)
-  program = jax.jit(layer.apply, compiler_options=options).lower(params, x)
-  return sum(
-    '__ynn_fusion' in line and 'conv_general_dilated' in line
-    for line in program.compile().as_text().splitlines()
-  )
-
-
-def test_cpu_compiler_options_keep_convolutions_out_of_ynnpack():
-  """XLA's defaults give the phase layer's convolutions to YNNPACK (if they
-  stop doing so, the options have lost their reason); vi_gen's CPU options
-  keep them with XLA's own kernels."""
-  assert _convolutions_in_ynnpack(None) == 4
-  assert _convolutions_in_ynnpack(networks.compiler_options('cpu')) == 0
-
-
-@pytest.mark.parametrize('platform', ['gpu', 'tpu'])
-def test_compiler_options_elsewhere_are_xla_defaults(platform):
-  assert networks.compiler_options(platform) is None
-
-
-def test_an_unknown_cpu_option_falls_back_to_xla_defaults(monkeypatch):
-  """A later jaxlib that renames the experimental option costs speed, not
-  the run: a warning, and XLA's defaults."""
-  monkeypatch.setattr(
-    networks, '_CPU_LIBRARY_FUSIONS', 'LIBRARY_FUSION_TYPE_NO_SUCH_TYPE'
-  )
-  warnings = []
-  monkeypatch.setattr(
-    networks.logging, 'warning', lambda *args: warnings.append(args)
-  )
-  networks._cpu_options_accepted.cache_clear()
-  try:
-    assert networks.compiler_options('cpu') is None
-  finally:
-    networks._cpu_options_accepted.cache_clear()
-  assert len(warnings) == 1
-  assert 'NO_SUCH_TYPE' in str(warnings[0])
-
-
 def test_conv_lowering_builds_the_chosen_layers():
   """The GAN's generator runs the phase layers or flax's transposed convs
   (input-dilated convolutions), with the same parameter shapes either way

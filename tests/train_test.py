@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from configs import gan as gan_config
-from vi_gen import checkpoint, errors, experiment, inference, networks, train
+from vi_gen import (
+  checkpoint,
+  compiler,
+  errors,
+  experiment,
+  inference,
+  train,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -282,10 +289,10 @@ def test_the_iteration_compiles_once_per_run(tmp_path, monkeypatch):
 def test_the_iteration_is_compiled_with_the_platform_options(
   tmp_path, monkeypatch
 ):
-  """The loop passes `networks.compiler_options()` to XLA: an option value
-  that XLA does not know fails the compilation of the first step."""
+  """The loop passes the method's `compiler.options` to XLA: an option
+  value that XLA does not know fails the compilation of the first step."""
   options = {'xla_cpu_experimental_ynn_fusion_type': 'NO_SUCH_TYPE'}
-  monkeypatch.setattr(networks, 'compiler_options', lambda: options)
+  monkeypatch.setattr(compiler, 'options', lambda fusions: options)
   with pytest.raises(jax.errors.JaxRuntimeError, match='NO_SUCH_TYPE'):
     train.train_and_evaluate(make_config(num_steps=1), str(tmp_path))
 

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from absl import logging
 from flax.typing import Dtype
 
 from vi_gen import layers
@@ -373,52 +372,6 @@ def resolve_lowering(
   if platform == 'gpu':
     return 'phase' if example_shape[0] >= 64 else 'native'
   return 'native'
-
-
-# XLA:CPU (jax 0.10) hands every convolution, dot and reduction to YNNPACK
-# by default. YNNPACK ran the phase layers' stride-1 convolutions (batch 64,
-# 7x7 maps, 64 channels) on one of the two cores of this machine, at 190
-# GFLOP/s, where XLA's own convolutions use both; keeping the convolutions
-# out of YNNPACK made the GAN iteration 1.37x faster at MNIST size (102 ->
-# 74 ms) and 1.24x at CelebA size (1364 -> 1102 ms), min of 2 alternated
-# rounds. Dots and reductions stay with YNNPACK (without them: 84 ms).
-_CPU_LIBRARY_FUSIONS = (
-  'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'
-)
-
-
-@functools.cache
-def _cpu_options_accepted() -> bool:
-  """Whether this XLA knows `_CPU_LIBRARY_FUSIONS` (an experimental option
-  that a later jaxlib may rename); if not, logs that it runs XLA's
-  defaults."""
-  options = {'xla_cpu_experimental_ynn_fusion_type': _CPU_LIBRARY_FUSIONS}
-  try:
-    jax.jit(jnp.negative, compiler_options=options).lower(
-      jnp.zeros(())
-    ).compile()
-  except jax.errors.JaxRuntimeError as error:
-    logging.warning(
-      'XLA:CPU refused the compiler option %s (%s); compiling with its '
-      'defaults, which ran the GAN iteration up to 1.4x slower.',
-      options,
-      error,
-    )
-    return False
-  return True
-
-
-def compiler_options(platform: str | None = None) -> dict[str, str] | None:
-  """XLA compiler options for the jitted training iteration on `platform`
-  (default: JAX's default backend), chosen by measurement as the conv
-  lowering is (`resolve_lowering`): on CPU, convolutions are left to XLA's
-  own multi-threaded kernels instead of YNNPACK; elsewhere None (XLA's
-  defaults). Pass as `jax.jit(..., compiler_options=...)`."""
-  if (platform or jax.default_backend()) != 'cpu':
-    return None
-  if not _cpu_options_accepted():
-    return None
-  return {'xla_cpu_experimental_ynn_fusion_type': _CPU_LIBRARY_FUSIONS}
 
 
 def compute_dtype(network_config) -> jnp.dtype:

@@ -27,12 +27,12 @@ from clu import metric_writers
 
 from vi_gen import (
   checkpoint,
+  compiler,
   console,
   data,
   errors,
   guards,
   images,
-  networks,
   parallel,
   validation,
 )
@@ -131,7 +131,9 @@ def _train(
     keyed_iteration,
     donate_argnums=0,
     out_shardings=(experiment.replicated, experiment.replicated),
-    compiler_options=networks.compiler_options(),
+    compiler_options=compiler.options(
+      getattr(method, 'cpu_library_fusions', None)
+    ),
   )
   evaluator = None
   if config.run.eval_every_steps:

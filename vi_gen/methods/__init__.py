@@ -14,8 +14,10 @@ evaluation (`vi_gen.evaluation`) know of it:
   method.eval_groups                       # metric groups it supports
   Method.check_config(config)              # static; raises ConfigError
 
-and, for the metric groups it declares, `reconstruct(state, x)`
-('autoencoder'), `log_likelihood_bounds(state, x, key, ...)` ('likelihood').
+optionally `method.cpu_library_fusions` (how XLA:CPU compiles the
+iteration, `vi_gen.compiler`; XLA's defaults without it), and, for the
+metric groups it declares, `reconstruct(state, x)` ('autoencoder'),
+`log_likelihood_bounds(state, x, key, ...)` ('likelihood').
 The gradient-trained models (GAN, VAE, AAE, ALI) subclass
 `methods.base.LatentModel` and declare their phases (`vi_gen.players`); EM
 writes its closed-form iteration itself. `register` adds a model from

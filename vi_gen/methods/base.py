@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vi_gen import errors, images, networks, players
+from vi_gen import compiler, errors, images, networks, players
 from vi_gen.state import PyTree, TrainState
 
 OLD_GENERATOR_MODES = ('phase', 'lagged')
@@ -109,6 +109,8 @@ class LatentModel(abc.ABC):
   """
 
   decoder_name = 'decoder'
+  # What XLA:CPU gives the YNNPACK library in the training iteration.
+  cpu_library_fusions = compiler.CONVOLUTIONAL
   # Metric groups of vi_gen.evaluation that this model supports, beyond
   # those that the data decides (FID/KID on images, modes on 2-D mixtures).
   eval_groups: tuple[str, ...] = ()

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cholesky
 
-from vi_gen import data, errors, gmm, images
+from vi_gen import compiler, data, errors, gmm, images
 from vi_gen.state import TrainState
 
 COVARIANCE_TYPES = ('diag', 'full')
@@ -121,6 +121,8 @@ class EM:
 
   check_config = staticmethod(check_config)
   eval_groups = ('heldout_likelihood',)
+  # What XLA:CPU gives the YNNPACK library in the training iteration.
+  cpu_library_fusions = compiler.MIXTURE
 
   def __init__(self, config, example_shape: tuple[int, ...]):
     check_config(config)
