@@ -289,10 +289,15 @@ def test_the_iteration_compiles_once_per_run(tmp_path, monkeypatch):
 def test_the_iteration_is_compiled_with_the_platform_options(
   tmp_path, monkeypatch
 ):
-  """The loop passes the method's `compiler.options` to XLA: an option
-  value that XLA does not know fails the compilation of the first step."""
-  options = {'xla_cpu_experimental_ynn_fusion_type': 'NO_SUCH_TYPE'}
-  monkeypatch.setattr(compiler, 'options', lambda fusions: options)
+  """The loop passes the options for the method's `cpu_library_fusions`
+  (the GAN's: `compiler.CONVOLUTIONAL`) to XLA: an option value that XLA
+  does not know fails the compilation of the first step."""
+  bad = {'xla_cpu_experimental_ynn_fusion_type': 'NO_SUCH_TYPE'}
+  monkeypatch.setattr(
+    compiler,
+    'options',
+    lambda fusions: bad if fusions == compiler.CONVOLUTIONAL else None,
+  )
   with pytest.raises(jax.errors.JaxRuntimeError, match='NO_SUCH_TYPE'):
     train.train_and_evaluate(make_config(num_steps=1), str(tmp_path))
 

@@ -11,9 +11,9 @@ YNNPACK library by default. On the 2-core CPU of this project's machines
   CelebA size (1364 -> 1102 ms); dots and reductions are best left in it
   (without them, 84 ms at MNIST size): `CONVOLUTIONAL`.
 * EM for a Gaussian mixture (`vi_gen.gmm.fit`, 100 iterations, K = 10, full
-  covariances, float32): its reductions over the points run 2.3x faster
-  outside YNNPACK (100k x 2-D points: 2.20 -> 0.85 s, measured beside
-  other work). Its dots stay in YNNPACK: outside it as well, the float32
+  covariances, float32): with its reductions over the points outside
+  YNNPACK, 100k x 2-D points took 0.67 s instead of 1.31 s (quiet, in the
+  run of docs/performance.md). Its dots stay in YNNPACK: outside it as well, the float32
   fit of the benchmark's 50k x 16-D data ended in NaN at iteration 9,
   where one component had collapsed onto about 10 points (covariance
   condition number 4.8e7, beyond float32's 1/eps = 1.7e7) and YNNPACK's
@@ -108,6 +108,13 @@ class _PlatformJit:
     return self._jitted(*args, **kwargs)
 
   def __getattr__(self, name: str):
+    # Only what the instance lacks; never dunders (copy and pickle probe
+    # them on an instance whose __init__ has not run), nor `_jitted` (an
+    # AttributeError while building it would come back here).
+    if (
+      name.startswith('__') or name == '_jitted' or '_fun' not in self.__dict__
+    ):
+      raise AttributeError(name)
     return getattr(self._jitted, name)
 
 
@@ -115,5 +122,6 @@ def jit(
   fun: Callable, library_fusions: Sequence[str], **jit_kwargs
 ) -> Callable:
   """`jax.jit(fun, **jit_kwargs)` with the compiler options that
-  `library_fusions` asks for on the platform of the first call."""
+  `library_fusions` asks for on JAX's default backend, read at the first
+  use."""
   return _PlatformJit(fun, library_fusions, jit_kwargs)

@@ -248,7 +248,8 @@ def fit(
   return params, jnp.concatenate([curve, final[None]])
 
 
-# Jitted with the options that XLA:CPU runs EM fastest with (no YNNPACK).
+# Jitted with EM's XLA:CPU options (`compiler.MIXTURE`): its reductions
+# outside YNNPACK, 2x faster on 2-D data; its dots inside (see compiler.py).
 fit = compiler.jit(fit, compiler.MIXTURE, static_argnames='num_iters')
 
 

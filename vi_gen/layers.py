@@ -41,10 +41,10 @@ _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 _STRIDES = (2, 2)
 # Transposed convolutions with at most this many output channels take the
 # col2im form. On the 2-core CPU (`python -m benchmarks.conv_bench`, batch
-# 64, forward + backward, `compiler.CONVOLUTIONAL` options) it took 0.8x and
-# 0.65x the phase form's time with 1 and 3 channels (14x14x64 -> 28x28x1,
-# 32x32x64 -> 64x64x3) and 1.8-4.6x with 64 to 256 channels, where its
-# [N*H*W, k*k*F] products outgrow the caches.
+# 64, forward + backward, `compiler.CONVOLUTIONAL` options, quiet) it took
+# 0.50x and 0.68x the phase form's time with 1 and 3 channels (14x14x64 ->
+# 28x28x1, 32x32x64 -> 64x64x3) and 1.7-3.9x with 64 to 256 channels,
+# where its [N*H*W, k*k*F] products outgrow the caches.
 _COL2IM_MAX_FEATURES = 4
 
 
