@@ -13,12 +13,12 @@ YNNPACK library by default. On the 2-core CPU of this project's machines
 * EM for a Gaussian mixture (`vi_gen.gmm.fit`, 100 iterations, K = 10, full
   covariances, float32): with its reductions over the points outside
   YNNPACK, 100k x 2-D points took 0.67 s instead of 1.31 s (quiet, in the
-  run of docs/performance.md). Its dots stay in YNNPACK: outside it as well, the float32
-  fit of the benchmark's 50k x 16-D data ended in NaN at iteration 9,
-  where one component had collapsed onto about 10 points (covariance
-  condition number 4.8e7, beyond float32's 1/eps = 1.7e7) and YNNPACK's
-  dots happened to round it to a positive definite matrix, as XLA's
-  defaults do: `MIXTURE`.
+  run of docs/performance.md). Its dots stay in YNNPACK: outside it as
+  well, the float32 fit of the benchmark's 50k x 16-D data ended in NaN at
+  iteration 9, where one component had collapsed onto about 10 points
+  (covariance condition number 4.8e7, beyond float32's 1/eps = 1.7e7) and
+  YNNPACK's dots happened to round it to a positive definite matrix, as
+  XLA's defaults do: `MIXTURE`.
 
 On other platforms the options are None: XLA's defaults.
 """
