@@ -94,9 +94,8 @@ def _step(model: nn.Module) -> Callable:
   def loss(params, x):
     return jnp.mean(jnp.square(model.apply(params, x)))
 
-  return jax.jit(
-    jax.value_and_grad(loss, argnums=(0, 1)),
-    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
+  return compiler.jit(
+    jax.value_and_grad(loss, argnums=(0, 1)), compiler.CONVOLUTIONAL
   )
 
 
@@ -193,9 +192,8 @@ def compare_transposed_forms(batch: int, repeats: int) -> None:
           out_size = probe.shape[1:3]
           return jnp.sum(form(x, kernel, (3, 3), out_size) * probe)
 
-        step = jax.jit(
-          jax.value_and_grad(loss, argnums=(0, 1)),
-          compiler_options=compiler.options(compiler.CONVOLUTIONAL),
+        step = compiler.jit(
+          jax.value_and_grad(loss, argnums=(0, 1)), compiler.CONVOLUTIONAL
         )
         times.append(_time(step, x, kernel, probe, repeats=repeats)[0])
       shape = f'{size}x{size}x{c}->{2 * size}x{2 * size}x{f}'

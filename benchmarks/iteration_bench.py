@@ -30,10 +30,8 @@ def time_iteration(preset: str, lowering: str, repeats: int) -> float:
   rng = np.random.default_rng(0)
   batch = rng.uniform(-1, 1, (config.d_steps, config.batch_size, *shape))
   batch = jax.numpy.asarray(batch, jax.numpy.float32)
-  iteration = jax.jit(
-    gan.iteration,
-    donate_argnums=0,
-    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
+  iteration = compiler.jit(
+    gan.iteration, compiler.CONVOLUTIONAL, donate_argnums=0
   )
   state, metrics = iteration(state, batch, jax.random.key(0))  # compile
   jax.block_until_ready(metrics)

@@ -72,10 +72,8 @@ def bare_seconds(config, steps: int) -> np.ndarray:
   rng = np.random.default_rng(0)
   batch = rng.uniform(-1, 1, shape + method.example_shape)
   batch = jnp.asarray(batch, jnp.float32)
-  iteration = jax.jit(
-    method.iteration,
-    donate_argnums=0,
-    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
+  iteration = compiler.jit(
+    method.iteration, compiler.CONVOLUTIONAL, donate_argnums=0
   )
   state, metrics = iteration(
     method.init(jax.random.key(0)), batch, jax.random.key(0)

@@ -333,11 +333,9 @@ def iteration_variant(
   batch = jnp.asarray(rng.uniform(-1, 1, (k, batch_size, *shape)), jnp.float32)
   key = jax.random.key(1)
   start = time.perf_counter()
-  options = (
-    None if xla_defaults else compiler.options(method.cpu_library_fusions)
-  )
+  fusions = None if xla_defaults else method.cpu_library_fusions
   compiled = (
-    jax.jit(method.iteration, donate_argnums=0, compiler_options=options)
+    compiler.jit(method.iteration, fusions, donate_argnums=0)
     .lower(state, batch, key)
     .compile()
   )

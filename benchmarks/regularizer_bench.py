@@ -55,10 +55,8 @@ def make_timer(model: type[GAN], reg_weight: float, preset: str):
   rng = np.random.default_rng(0)
   batch = rng.uniform(-1, 1, (config.d_steps, config.batch_size, *shape))
   batch = jnp.asarray(batch, jnp.float32)
-  iteration = jax.jit(
-    gan.iteration,
-    donate_argnums=0,
-    compiler_options=compiler.options(compiler.CONVOLUTIONAL),
+  iteration = compiler.jit(
+    gan.iteration, compiler.CONVOLUTIONAL, donate_argnums=0
   )
   state = [gan.init(jax.random.key(0))]
   state[0], metrics = iteration(state[0], batch, jax.random.key(0))

@@ -90,16 +90,18 @@ class _PlatformJit:
   forwarded to it."""
 
   def __init__(
-    self, fun: Callable, library_fusions: Sequence[str], jit_kwargs: dict
+    self,
+    fun: Callable,
+    library_fusions: Sequence[str] | None,
+    jit_kwargs: dict,
   ):
-    functools.update_wrapper(self, fun)
-    self._fun, self._library_fusions = fun, library_fusions
-    self._jit_kwargs = jit_kwargs
+    functools.update_wrapper(self, fun)  # Sets __wrapped__ = fun.
+    self._library_fusions, self._jit_kwargs = library_fusions, jit_kwargs
 
   @functools.cached_property
   def _jitted(self) -> Callable:
     return jax.jit(
-      self._fun,
+      self.__wrapped__,
       compiler_options=options(self._library_fusions),
       **self._jit_kwargs,
     )
@@ -112,14 +114,16 @@ class _PlatformJit:
     # them on an instance whose __init__ has not run), nor `_jitted` (an
     # AttributeError while building it would come back here).
     if (
-      name.startswith('__') or name == '_jitted' or '_fun' not in self.__dict__
+      name.startswith('__')
+      or name == '_jitted'
+      or '__wrapped__' not in self.__dict__
     ):
       raise AttributeError(name)
     return getattr(self._jitted, name)
 
 
 def jit(
-  fun: Callable, library_fusions: Sequence[str], **jit_kwargs
+  fun: Callable, library_fusions: Sequence[str] | None, **jit_kwargs
 ) -> Callable:
   """`jax.jit(fun, **jit_kwargs)` with the compiler options that
   `library_fusions` asks for on JAX's default backend, read at the first
